@@ -9,7 +9,9 @@ from __future__ import annotations
 
 # --- audio ------------------------------------------------------------------------------------
 SAMPLE_RATE: int = 32_000  # Hz; every model of the paper runs at 32 kHz (ORIGINALS §2)
-AUTHORS_LOAD_RATE: int = 22_050  # librosa.load default the paper's attack code used before resampling (§2.3)
+AUTHORS_LOAD_RATE: int = (
+    22_050  # librosa.load default the paper's attack code used before resampling (§2.3)
+)
 BOX_MIN: float = -1.0  # waveform box of every attack (§5.1)
 BOX_MAX: float = 1.0
 
