@@ -1,0 +1,314 @@
+"""The embedded demo clips (jaxadv/demo/data) and the renderer that makes them."""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import jaxadv.demo
+from jaxadv import audio, datasets
+from jaxadv import config as C
+from jaxadv.demo import render as R
+
+REPO = Path(__file__).resolve().parents[1]
+MIN_RMS_DBFS = -45.0  # the renderer's rejection floor (render.MIN_RMS)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return jaxadv.demo.eval_clips()
+
+
+@pytest.fixture(scope="module")
+def params():
+    return R.read_params(jaxadv.demo.data_dir() / R.params_csv_name("eval"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the committed clips
+# ---------------------------------------------------------------------------------------------
+
+
+def test_demo_folder_is_an_fsdkaggle2018_layout(clips):
+    root = jaxadv.demo.data_dir()
+    assert root == REPO / "jaxadv" / "demo" / "data"
+    assert clips == datasets.read_test(root, check_files=True)
+    assert sorted(p.name for p in (root / C.TEST_AUDIO_DIR).iterdir()) == sorted(
+        c.fname for c in clips
+    )
+    assert {(c.usage, c.freesound_id, c.license) for c in clips} == {
+        (R.USAGE, R.FREESOUND_ID, R.LICENSE)
+    }
+    assert "MIT license" in (root / "LICENSE-FluidR3.txt").read_text()
+
+
+def test_six_clips_for_each_of_the_26_covered_labels(clips):
+    counts = Counter(c.label for c in clips)
+    assert len(clips) == 156
+    assert set(counts.values()) == {6}
+    assert sorted(counts) == sorted(R.COVERED_LABELS)
+    assert len(R.COVERED_LABELS) == 26 and set(R.COVERED_LABELS) <= set(C.LABELS)
+    assert set(C.MUSIC_CLASSES) <= set(counts)
+    assert len(datasets.music_subset(clips)) == 36
+    assert len(datasets.untargeted_subset(clips)) == 156  # 6 per covered class = all
+
+
+def test_clips_are_32k_mono_16bit_nonsilent_unclipped(clips):
+    for c in clips:
+        info = sf.info(str(c.path))
+        assert (info.samplerate, info.channels, info.format, info.subtype) == (
+            32000,
+            1,
+            "FLAC",
+            "PCM_16",
+        ), c.fname
+        x = audio.load_audio(c.path)
+        assert 1.5 * 32000 <= x.shape[0] <= 3.0 * 32000, c.fname
+        rms_db = 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+        assert rms_db >= MIN_RMS_DBFS, (c.fname, rms_db)
+        # peak-normalised to 0.5 (-6 dBFS): far from clipping
+        assert abs(np.max(np.abs(x)) - R.PEAK_LEVEL) <= 1.0 / 32768, c.fname
+        assert x[-1] == 0.0  # the fade-out ends at zero: no click at the cut
+
+
+def test_demo_size_under_8_mb():
+    root = jaxadv.demo.data_dir()
+    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    assert total < 8_000_000, total
+
+
+def test_package_data_covers_every_demo_file():
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = cfg["tool"]["setuptools"]["package-data"]["jaxadv"]
+    pkg = REPO / "jaxadv"
+    for p in (pkg / "demo" / "data").rglob("*"):
+        if p.is_file():
+            rel = p.relative_to(pkg).as_posix()
+            assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), rel
+
+
+# ---------------------------------------------------------------------------------------------
+# the render parameters: distinct within eval, disjoint from train
+# ---------------------------------------------------------------------------------------------
+
+
+def _spec_of(row: dict[str, str]) -> R.RenderSpec:
+    matches = [
+        s
+        for s in R.grid(row["label"], "eval")
+        if (s.source.name, s.note, s.velocity, s.bend, s.hits, s.duration_ms)
+        == (
+            row["source"],
+            int(row["note"]),
+            int(row["velocity"]),
+            int(row["bend"]),
+            int(row["hits"]),
+            int(row["duration_ms"]),
+        )
+    ]
+    assert len(matches) == 1, row
+    return matches[0]
+
+
+def test_committed_clips_are_what_the_generator_specifies(clips, params):
+    assert [r["fname"] for r in params] == [c.fname for c in clips]
+    by_label: dict[str, list[R.RenderSpec]] = {}
+    for row in params:
+        spec = _spec_of(row)
+        assert spec.fname(".flac") == row["fname"]
+        assert (row["font"], int(row["bank"]), int(row["program"])) == (
+            spec.source.font,
+            spec.source.bank,
+            spec.source.program,
+        )
+        assert int(row["stand_in"]) == spec.source.stand_in
+        assert audio.num_samples(jaxadv.demo.data_dir() / "audio_test" / row["fname"]) == (
+            spec.n_samples
+        )
+        by_label.setdefault(spec.label, []).append(spec)
+    for label, specs in by_label.items():
+        # no candidate was rejected as silent: the clips are the generator's first six
+        assert specs == R.eval_candidates(label)[: R.EVAL_PER_CLASS], label
+        # every clip of a label has its own (note, velocity, duration) and its own duration
+        assert len({(s.note, s.velocity, s.duration_ms) for s in specs}) == 6, label
+        assert len({s.duration_ms for s in specs}) == 6, label
+        assert len({s.combo for s in specs}) == 6, label
+    stand_ins = {r["label"] for r in params if r["stand_in"] == "1"}
+    assert stand_ins == {"Gong", "Knock", "Fireworks"}
+
+
+def test_eval_and_train_grids_are_disjoint():
+    assert not set(R.VELOCITIES["eval"]) & set(R.VELOCITIES["train"])
+    assert not set(R.DURATIONS_MS["eval"]) & set(R.DURATIONS_MS["train"])
+    assert not set(R.DRUM_BENDS["eval"]) & set(R.DRUM_BENDS["train"])
+    assert min(R.DURATIONS_MS["eval"]) == 1500 and max(R.DURATIONS_MS["eval"]) == 3000
+    for label in R.COVERED_LABELS:
+        ev, tr = R.grid(label, "eval"), R.grid(label, "train")
+        assert not {s.combo for s in ev} & {s.combo for s in tr}, label
+        assert not {(s.note, s.velocity, s.duration_ms) for s in ev} & {
+            (s.note, s.velocity, s.duration_ms) for s in tr
+        }
+        for s in ev + tr:
+            if not s.source.drum:  # pitched sources: eval and train notes never meet
+                assert R.eval_note(s.note) == (s.split == "eval")
+        # enough distinct train clips for the training issue (>= 120 per label)
+        assert len({s.combo for s in tr}) >= 120, label
+        assert R.train_candidates(label)[:5] == R.train_candidates(label)[:5]
+
+
+def test_label_table_facts():
+    # GM program numbers are 1-based; the MIDI program byte is one less (DEMO_AUDIO.md §4)
+    assert R.SOURCES["Violin_or_fiddle"][0].program == 40
+    assert R.SOURCES["Cello"][0].program == 42
+    assert R.SOURCES["Gunshot_or_gunfire"][0].program == 127
+    drums = {"Bass_drum": 36, "Snare_drum": 38, "Hi-hat": 42, "Tambourine": 54, "Cowbell": 56}
+    for label, key in drums.items():
+        assert all(s.drum and s.channel == 9 and key in s.notes for s in R.SOURCES[label])
+    assert all(s.notes == (52,) and s.stand_in for s in R.SOURCES["Gong"])
+    gs = {
+        s.name: (s.bank, s.program) for lab in R.SOURCES for s in R.SOURCES[lab] if s.font == "GS"
+    }
+    assert gs == {
+        "GS Dog": (1, 123),
+        "GS Laughs": (1, 126),
+        "GS Door Slam": (3, 124),
+        "GS Wind Chimes": (5, 124),
+        "GS Explosion": (3, 127),
+        "GS Machine Gun": (1, 127),
+        "GS Telephone 2": (1, 124),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# MIDI writer (exact bytes) and post-processing
+# ---------------------------------------------------------------------------------------------
+
+
+def test_vlq():
+    cases = {0: "00", 0x40: "40", 0x7F: "7f", 0x80: "8100", 0x2000: "c000", 0x3FFF: "ff7f"}
+    cases |= {0x4000: "818000", 0x0FFFFFFF: "ffffff7f"}
+    for n, hexstr in cases.items():
+        assert R.vlq(n).hex() == hexstr, n
+    with pytest.raises(ValueError):
+        R.vlq(1 << 28)
+
+
+def test_midi_file_bytes():
+    got = R.midi_file([(0, R.program_change(0, 40)), (0, R.note_on(0, 60, 100)),
+                       (1500, R.note_off(0, 60))], end_tick=2000)  # fmt: skip
+    track = (
+        "00ff5103075300"  # tempo 480000 us/quarter
+        "00c028"  # program 41 (GM, 1-based) = byte 40
+        "00903c64"  # note on, middle C, velocity 100
+        "8b5c803c40"  # delta 1500 = 0x8B 0x5C; note off, release velocity 64
+        "8374ff2f00"  # delta 500 = 0x83 0x74; end of track
+    ).replace(" ", "")
+    header = "4d546864000000060000000101e0"  # MThd, 6, format 0, 1 track, 480 ppq
+    expect = header + "4d54726b" + f"{len(track) // 2:08x}" + track
+    assert got.hex() == expect
+
+
+def test_clip_midi_bytes_for_a_drum_and_a_gs_effect():
+    kit = R.SOURCES["Snare_drum"][1]  # Room kit, program 8, channel 10
+    spec = R.RenderSpec("eval", "Snare_drum", kit, 38, 96, 1024, 2, 2000)
+    ev = spec.midi()
+    body = ev[22:]  # after MThd (14) + MTrk header (8)
+    # tempo; reset controllers; kit program 8; pitch bend +1024 -> 9216 = 0x48 << 7 | 0x00
+    assert body.startswith(bytes.fromhex("00ff510307530000b9790000c90800e90048"))
+    # no bank select on the drum channel
+    assert bytes.fromhex("b900") not in body
+    # two strikes: onsets at 50 and 50 + (1600-50)/2 = 825 ms, each held 0.9 * 775 = 698 ms
+    assert body.count(bytes([0x99, 38, 96])) == 2 and body.count(bytes([0x89, 38, 64])) == 2
+    assert body.endswith(bytes.fromhex("b97800") + bytes.fromhex("0a") + b"\xff\x2f\x00")
+    dog = R.RenderSpec("eval", "Bark", R.SOURCES["Bark"][0], 60, 80, 0, 1, 1500)
+    head = "00b0790000b0000100b0200000c07b00e00040"  # bank 1 (CC0, CC32), Dog 123
+    assert dog.midi()[22:].startswith(bytes.fromhex("00ff5103075300" + head + "32903c50"))
+
+
+def test_finish_downmixes_fades_normalises_and_rejects_silence():
+    sr = R.RENDER_RATE
+    t = np.arange(sr * 3) / sr
+    raw = np.stack([0.2 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 440 * t)], 1)
+    x = R.finish(raw, 2 * sr)
+    assert x.shape == (2 * sr,) and x.dtype == np.float32
+    assert np.max(np.abs(x)) == pytest.approx(R.PEAK_LEVEL, rel=1e-6)
+    mono = raw[: 2 * sr].mean(axis=1)
+    np.testing.assert_allclose(x[:1000], mono[:1000] * R.PEAK_LEVEL / np.abs(mono).max(), atol=1e-6)
+    assert x[-1] == 0.0
+    short = R.finish(raw[:1000], 2000)  # shorter than asked: zero-padded
+    assert short.shape == (2000,) and not short[1000:].any()
+    with pytest.raises(R.SilentRender, match="silent render"):
+        R.finish(np.full((sr, 2), 5e-5), sr)
+    sparse = np.zeros((3 * sr, 2))
+    sparse[100] = 0.3  # one click in 3 s: RMS far below -45 dBFS after normalisation
+    with pytest.raises(R.SilentRender, match="almost empty"):
+        R.finish(sparse, 3 * sr)
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering and the command line
+# ---------------------------------------------------------------------------------------------
+
+
+def test_render_train_clips(tmp_path):
+    """Render two train clips with fluidsynth; without fluidsynth, the error says so."""
+    out = tmp_path / "train"
+    if shutil.which("fluidsynth") is None:
+        with pytest.raises(R.RenderError, match="fluidsynth"):
+            R.render_split("train", out, per_class=1, labels=["Cello", "Bark"])
+        return
+    rows = R.render_split("train", out, per_class=1, labels=["Cello", "Bark"])
+    clips = datasets.read_train(out, check_files=True)
+    assert [c.label for c in clips] == ["Cello", "Bark"]
+    assert all(c.manually_verified for c in clips)
+    for (spec, fname), c in zip(rows, clips, strict=True):
+        assert spec == R.train_candidates(c.label)[0] and fname == c.fname
+        assert c.fname.endswith(".wav") and len(c.fname) == 12
+        x = audio.load_audio(c.path)
+        assert x.shape == (spec.n_samples,)
+        assert abs(np.max(np.abs(x)) - R.PEAK_LEVEL) <= 1 / 32768
+        assert 20 * np.log10(np.sqrt(np.mean(x**2))) >= MIN_RMS_DBFS
+    # deterministic: a second render gives the same samples
+    again = R.render_clip(rows[0][0])
+    np.testing.assert_allclose(again, audio.load_audio(clips[0].path), atol=0.5 / 32768 + 1e-7)
+    with pytest.raises(R.RenderError, match="already holds a train split"):
+        R.render_split("train", out, per_class=1, labels=["Cello"])
+    params = R.read_params(out / "render_train.csv")
+    assert [p["fname"] for p in params] == [c.fname for c in clips]
+
+
+def test_render_errors_name_what_is_missing(tmp_path):
+    with pytest.raises(R.RenderError, match="nope.sf2.*fluid-soundfont-gm"):
+        R.render_split("train", tmp_path, labels=["Cello"], fonts={"GM": tmp_path / "nope.sf2"})
+    with pytest.raises(R.RenderError, match="no-such-synth"):
+        R.render_split("eval", tmp_path, labels=["Cello"], fluidsynth="no-such-synth")
+    with pytest.raises(ValueError, match="'Meow' is not covered"):
+        R.render_split("eval", tmp_path, labels=["Meow"])
+    with pytest.raises(ValueError, match="unknown split"):
+        R.grid("Cello", "test")
+
+
+def test_cli_help_and_light_package_import():
+    res = subprocess.run(
+        [sys.executable, "-m", "jaxadv.demo.render", "--help"],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0 and "--split" in res.stdout and "--per-class" in res.stdout
+    code = (
+        "import sys, jaxadv.demo as d; p = d.data_dir();"
+        "assert 'jaxadv.demo.render' not in sys.modules;"
+        "assert 'jaxadv.datasets' not in sys.modules; print(p)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
