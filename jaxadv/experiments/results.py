@@ -1,0 +1,148 @@
+"""Per-example results of a sweep: one append-only CSV that survives a kill and resumes.
+
+Every attack on every clip becomes one row (:data:`COLUMNS`). Rows are appended and flushed batch by
+batch; a sweep that is killed leaves at most a partial last line, which :class:`ResultStore` drops
+when it reopens the file. The key ``(model, attack, fname, target)`` identifies a row, so the same
+command run again skips finished work and never writes a row twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+# One row per (model, attack, clip, target). Confidences are clip probabilities in [0, 1].
+COLUMNS: tuple[str, ...] = (
+    "model",  # registry name of the attacked model
+    "attack",  # attack name (e.g. "deepfool", "cw")
+    "fname",  # clip file name
+    "label",  # ground-truth label name
+    "target",  # target label name, "" when untargeted
+    "original",  # the model's prediction on the clean clip
+    "adversarial",  # the model's prediction on the adversarial clip
+    "success",  # 1 if the attack met its criterion, else 0
+    "gt_conf",  # ground-truth probability on the clean clip
+    "new_conf",  # probability of the adversarial prediction, on the adversarial clip
+    "gt_conf_adv",  # ground-truth probability on the adversarial clip
+    "target_conf",  # target probability on the adversarial clip ("" when untargeted)
+    "snr_db",  # 10*log10(sum x^2 / sum delta^2) over the clip's valid samples
+    "l2",  # ||delta||_2
+    "linf",  # ||delta||_inf
+    "steps",  # iterations/steps the attack used on this example
+    "seconds",  # wall time of the batch, divided by its size
+    "adv_file",  # adversarial audio written for listening, relative to the run folder ("" if none)
+)
+KEY: tuple[str, ...] = ("model", "attack", "fname", "target")
+
+_INT = {"success", "steps"}
+_FLOAT = {"gt_conf", "new_conf", "gt_conf_adv", "target_conf", "snr_db", "l2", "linf", "seconds"}
+
+
+def row_key(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The identity of a row: ``(model, attack, fname, target)`` as strings."""
+    return tuple(str(row[k]) for k in KEY)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(round(value, 7)) if abs(value) >= 1e-4 or value == 0 else f"{value:.6e}"
+    return str(value)
+
+
+def _parse(name: str, text: str) -> Any:
+    if text == "":
+        return None if name in _FLOAT or name in _INT else ""
+    if name in _INT:
+        return int(text)
+    if name in _FLOAT:
+        return float(text)
+    return text
+
+
+class ResultStore:
+    """Append-only CSV of result rows with resume.
+
+    Args:
+      path: the CSV file (created with a header if missing).
+
+    A trailing partial line (a kill during a write) is removed on open; a file whose header differs
+    from :data:`COLUMNS` is refused rather than silently mixed.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(COLUMNS)
+        self._repair()
+        self._keys = {row_key(r) for r in self.rows()}
+
+    def _repair(self) -> None:
+        data = self.path.read_bytes()
+        header = (",".join(COLUMNS) + "\n").encode()
+        if not data.startswith(header.rstrip(b"\n")):
+            first = data.split(b"\n", 1)[0].decode(errors="replace")
+            raise ValueError(
+                f"results file '{self.path}' has header {first!r}, not the expected columns "
+                f"{','.join(COLUMNS)!r}; move it away or choose another output folder"
+            )
+        if not data.endswith(b"\n"):
+            # killed in the middle of a write: drop the partial last line
+            cut = data.rfind(b"\n") + 1
+            with open(self.path, "r+b") as f:
+                f.truncate(cut)
+
+    def __contains__(self, key: tuple[str, ...]) -> bool:
+        return tuple(str(k) for k in key) in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """All rows, parsed (ints, floats, strings)."""
+        with open(self.path, newline="") as f:
+            return [{k: _parse(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append rows not yet present; flushed to disk before returning. Returns how many."""
+        new = []
+        for r in rows:
+            missing = [c for c in COLUMNS if c not in r]
+            if missing:
+                raise ValueError(f"result row lacks column(s) {missing}: {dict(r)}")
+            k = row_key(r)
+            if k in self._keys:
+                continue
+            self._keys.add(k)
+            new.append([_format(r[c]) for c in COLUMNS])
+        if new:
+            with open(self.path, "a", newline="") as f:
+                csv.writer(f).writerows(new)
+                f.flush()
+                os.fsync(f.fileno())
+        return len(new)
+
+
+def write_json(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write rows as a JSON list (infinities as strings ``"inf"``, which JSON lacks)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
+        return v
+
+    path = Path(path)
+    path.write_text(json.dumps([{k: clean(v) for k, v in r.items()} for r in rows], indent=1))
+    return path

@@ -1,0 +1,192 @@
+"""The paper's Tables 2-5 computed from result rows, written as Markdown and CSV.
+
+Which examples each number averages over (the paper does not say; these choices reproduce its
+magnitudes, e.g. a white-noise "GT New" far below the clean confidence):
+
+* ``Success %``/``Acc.``: attacked examples (clips the model classified correctly) that succeeded.
+* ``GT``: ground-truth probability on the clean clip, over attacked examples.
+* ``New``, ``GT New``, ``SNR``: over the successful examples only.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+Row = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A titled table of strings/numbers with a header row."""
+
+    title: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    note: str = ""
+
+    def to_markdown(self, digits: int = 4) -> str:
+        """GitHub Markdown, numbers rounded to ``digits`` significant decimals."""
+        lines = [f"**{self.title}**", ""] if self.title else []
+        lines.append("| " + " | ".join(self.header) + " |")
+        lines.append("|" + "|".join("---" for _ in self.header) + "|")
+        for r in self.rows:
+            lines.append("| " + " | ".join(_cell(v, digits) for v in r) + " |")
+        if self.note:
+            lines += ["", self.note]
+        return "\n".join(lines) + "\n"
+
+    def write(self, folder: str | Path, stem: str) -> tuple[Path, Path]:
+        """Write ``<stem>.md`` and ``<stem>.csv`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        md = folder / f"{stem}.md"
+        md.write_text(self.to_markdown())
+        cp = folder / f"{stem}.csv"
+        with open(cp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.header)
+            w.writerows([[_csv(v) for v in r] for r in self.rows])
+        return md, cp
+
+
+def _cell(v: Any, digits: int) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        if math.isinf(v):
+            return "∞" if v > 0 else "-∞"
+        return f"{v:.{digits}f}" if abs(v) < 10 else f"{v:.2f}"
+    return str(v)
+
+
+def _csv(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(v)
+
+
+def _mean(values: Iterable[float | None]) -> float:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _group(rows: Iterable[Row], key: Callable[[Row], Any]) -> dict[Any, list[Row]]:
+    out: dict[Any, list[Row]] = {}
+    for r in rows:
+        out.setdefault(key(r), []).append(r)
+    return out
+
+
+def _stats(rows: Sequence[Row]) -> dict[str, float]:
+    ok = [r for r in rows if r["success"]]
+    return {
+        "n": float(len(rows)),
+        "success": 100.0 * len(ok) / len(rows) if rows else float("nan"),
+        "gt": _mean(r["gt_conf"] for r in rows),
+        "new": _mean(r["new_conf"] for r in ok),
+        "gt_new": _mean(r["gt_conf_adv"] for r in ok),
+        "snr": _mean(r["snr_db"] for r in ok),
+    }
+
+
+def table2(rows: Sequence[Row], attacks: Sequence[str]) -> Table:
+    """Table 2: per attack, over all models: Success %, New, GT New, SNR (dB)."""
+    by = _group(rows, lambda r: r["attack"])
+    out = []
+    for a in attacks:
+        s = _stats(by.get(a, []))
+        out.append((a, int(s["n"]), s["success"], s["new"], s["gt_new"], s["snr"]))
+    return Table(
+        "Table 2: untargeted attacks across all models",
+        ("Attack", "N", "Success %", "New", "GT New", "SNR (dB)"),
+        tuple(out),
+        "New, GT New and SNR are means over successful examples.",
+    )
+
+
+def table3(rows: Sequence[Row], attack: str, models: Sequence[str]) -> Table:
+    """Table 3 (a)/(b): per model for one attack: Acc. (success %), GT, New, GT new, SNR."""
+    by = _group((r for r in rows if r["attack"] == attack), lambda r: r["model"])
+    out = []
+    for m in models:
+        s = _stats(by.get(m, []))
+        out.append((m, int(s["n"]), s["success"], s["gt"], s["new"], s["gt_new"], s["snr"]))
+    return Table(
+        f"Table 3: {attack} per model",
+        ("Model", "N", "Acc. (success %)", "GT", "New", "GT new", "SNR (dB)"),
+        tuple(out),
+        "GT is over attacked examples; New, GT new and SNR over successful examples.",
+    )
+
+
+def pair_matrix(
+    rows: Sequence[Row], labels: Sequence[str], value: Callable[[Sequence[Row]], float], title: str
+) -> Table:
+    """A source-label × target-label matrix (rows: source, columns: target); diagonal "NA"."""
+    by = _group(rows, lambda r: (r["label"], r["target"]))
+    out = []
+    for src in labels:
+        cells: list[Any] = [src]
+        for tgt in labels:
+            cells.append("NA" if src == tgt else value(by.get((src, tgt), [])))
+        out.append(tuple(cells))
+    return Table(title, ("Source \\ Target", *labels), tuple(out))
+
+
+def table4(rows: Sequence[Row], attack: str, labels: Sequence[str]) -> Table:
+    """Table 4: mean SNR (dB) of successful targeted attacks per source→target pair, all models."""
+    sel = [r for r in rows if r["attack"] == attack]
+    t = pair_matrix(
+        sel,
+        labels,
+        lambda rs: _mean(r["snr_db"] for r in rs if r["success"]),
+        f"Table 4: mean SNR (dB) of successful targeted {attack} attacks, all models",
+    )
+    return dataclasses.replace(t, note="Rows: source (true) label; columns: target label.")
+
+
+def success_matrix(rows: Sequence[Row], attack: str, labels: Sequence[str]) -> Table:
+    """Figure 2's numbers: targeted success % per source→target pair, all models."""
+    sel = [r for r in rows if r["attack"] == attack]
+    return pair_matrix(
+        sel,
+        labels,
+        lambda rs: 100.0 * sum(bool(r["success"]) for r in rs) / len(rs) if rs else float("nan"),
+        f"Targeted {attack} success % per source→target pair, all models",
+    )
+
+
+def table5(transfer_rows: Sequence[Row], models: Sequence[str]) -> Table:
+    """Table 5: % of one model's adversarial examples that fool another model.
+
+    Rows: the model the examples are applied to; columns: the model whose adversarial examples are
+    used (the paper's layout). ``transfer_rows`` have ``source_model``, ``eval_model`` and
+    ``fooled`` (see :mod:`jaxadv.experiments.transfer`).
+    """
+    by = _group(transfer_rows, lambda r: (r["eval_model"], r["source_model"]))
+    out = []
+    for ev in models:
+        cells: list[Any] = [ev]
+        for src in models:
+            rs = by.get((ev, src), [])
+            if ev == src:
+                cells.append("NA")
+            else:
+                cells.append(
+                    100.0 * sum(bool(r["fooled"]) for r in rs) / len(rs) if rs else float("nan")
+                )
+        out.append(tuple(cells))
+    return Table(
+        "Table 5: transferability (%) of untargeted DeepFool and C&W adversarial examples",
+        ("Applied to \\ Examples from", *models),
+        tuple(out),
+        "Rows: the model the adversarial examples are applied to; columns: the model they were "
+        "made for. Only successful examples on clips both models classify correctly count.",
+    )
