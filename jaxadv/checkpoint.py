@@ -182,10 +182,13 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     missing = [k for k in ("model", "model_config", "labels", "num_classes") if k not in meta]
     if missing:
         raise CheckpointError(f"{path} lacks the fields {missing}")
-    if len(meta["labels"]) != meta["num_classes"]:
-        raise CheckpointError(
-            f"{path}: {len(meta['labels'])} labels but num_classes={meta['num_classes']}"
-        )
+    counts = {
+        "labels": len(meta["labels"]),
+        "num_classes": meta["num_classes"],
+        "model_config.num_classes": meta["model_config"].get("num_classes"),
+    }
+    if len(set(counts.values())) != 1:
+        raise CheckpointError(f"{path}: inconsistent class counts {counts}")
     return meta
 
 

@@ -20,6 +20,7 @@ with its front-end into the attack contract.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -107,8 +108,16 @@ def example_inputs(cfg: ModelConfig, batch: int = 1) -> tuple[Array, ...]:
 
 def init_variables(cfg: ModelConfig, key: Array) -> dict[str, Any]:
     """Fresh ``{"params", "batch_stats"}`` with Keras' initialisers (Glorot kernels, zero biases,
-    orthogonal recurrent kernels, BN scale 1 / bias 0 / mean 0 / var 1)."""
-    return dict(jax.jit(cfg.module().init)(key, *example_inputs(cfg)))
+    orthogonal recurrent kernels, BN scale 1 / bias 0 / mean 0 / var 1).
+
+    Compiled once per config. Tip: an ``impl="rbg"`` key compiles about twice as fast on CPU.
+    """
+    return dict(_init(cfg, key))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(cfg: ModelConfig, key: Array) -> Any:
+    return cfg.module().init(key, *example_inputs(cfg))
 
 
 def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
