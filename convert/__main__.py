@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from jaxadv import config as C
 from jaxadv import models
 
 EPILOG = """\
@@ -105,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     dt = time.perf_counter() - t0
+    rate = getattr(clf.model_config, "sample_rate", C.SAMPLE_RATE)
+    if rate != C.SAMPLE_RATE:
+        print(
+            f"warning: this {clf.model} expects {rate} Hz audio; jaxadv feeds {C.SAMPLE_RATE} Hz "
+            "(the paper attacked the 32 kHz Cochlear models)",
+            file=sys.stderr,
+        )
     print(
         f"wrote {args.out}: {clf.model} ({meta['param_count']} values) from {args.h5.name} "
         f"[sha256 {meta['source']['sha256'][:12]}…] in {dt:.1f} s"

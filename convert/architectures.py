@@ -239,7 +239,7 @@ def _check_activation(layer: KerasLayer, activation: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_gru(bi: KerasLayer) -> int:
+def _check_gru(bi: KerasLayer, keras_version: str) -> int:
     """Bidirectional(GRU) with Keras 2.2.4's settings; returns the units per direction."""
     _expect(bi, "merge_mode", "concat")
     inner = bi.config.get("layer", {})
@@ -250,6 +250,11 @@ def _check_gru(bi: KerasLayer) -> int:
     )
     _expect(g, "activation", "relu")
     _expect(g, "recurrent_activation", "hard_sigmoid")
+    if keras_version.startswith("3"):
+        raise ConversionError(
+            f"{bi.describe()}: saved by Keras {keras_version}, whose hard_sigmoid is "
+            "clip(x/6 + 0.5, 0, 1); the port implements Keras 2.2.4's clip(0.2x + 0.5, 0, 1)"
+        )
     _expect(g, "use_bias", True, True)
     # Keras 2.2.4 stored reset_after (default False); older files lack the key.
     _expect(g, "reset_after", False, False)
@@ -292,7 +297,7 @@ def _extract_iqbal(km: KerasModel, arch: str) -> Plan:
     if arch == "crnn":
         lam = w.next(x, "Lambda")  # mean over the mel axis; identified by its place only
         bi = w.next(lam, "Bidirectional")
-        extra["gru_units"] = _check_gru(bi)
+        extra["gru_units"] = _check_gru(bi, km.keras_version)
         assigns.append(Assign(bi, "bigru", ("bigru",)))
         x = w.next(bi, "GlobalAveragePooling1D")
     else:

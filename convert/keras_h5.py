@@ -110,7 +110,7 @@ def _attr_list(group: h5py.Group, name: str) -> list[str] | None:
     return out
 
 
-def _short_name(layer: str, weight_name: str) -> str:
+def _short_name(weight_name: str) -> str:
     """``conv2d_1/kernel:0`` → ``kernel``; Bidirectional ``.../forward_gru_1/kernel:0`` →
     ``forward/kernel``."""
     parts = weight_name.split(":")[0].split("/")
@@ -222,7 +222,7 @@ def read_keras_h5(path: str | Path) -> KerasModel:
             paths: dict[str, str] = {}
             for wn in wnames:
                 any_colon |= wn.endswith(":0")
-                short = _short_name(lname, wn)
+                short = _short_name(wn)
                 if short in arrays:
                     raise ConversionError(
                         f"{path}: layer {lname!r} has two weights named {short!r}"

@@ -388,6 +388,12 @@ def test_gru_reset_after_is_refused(crnn_case, tmp_path):
     _edit_config(crnn_case["h5"], bad, edit)
     with pytest.raises(ConversionError, match="reset_after is True, expected False"):
         load_keras(bad)
+    k3 = tmp_path / "k3.h5"
+    shutil.copy(crnn_case["h5"], k3)
+    with h5py.File(k3, "r+") as f:
+        f.attrs["keras_version"] = "3.15.1"
+    with pytest.raises(ConversionError, match=r"Keras 3.15.1, whose hard_sigmoid is clip\(x/6"):
+        load_keras(k3)
 
 
 def test_kapre_weights_are_verified(dense_mel_case, tmp_path):
