@@ -13,6 +13,9 @@ same classifier and shapes never compile twice.
   single-output Cochlear models ``Q = 1``.
 * ``mask [B, Q]``: which chunk slots belong to the clip (the others are padding).
 * ``probs [B, C]``: the clip-level probabilities that decide the predicted label.
+
+:class:`Classifier` is that function for the five attacked models (front-end, chunking, Flax model,
+merge); :class:`LinearClassifier` is the smallest example, for closed-form goldens.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+
+from jaxadv import config as C
+from jaxadv import models
+from jaxadv.frontend import (
+    IqbalAttackFrontend,
+    IqbalFrontend,
+    get_frontend,
+    merge_chunks,
+    standardise,
+)
 
 Array = jax.Array
 
@@ -101,8 +114,6 @@ class Classifier:
     cochlear_logits: str = "probs"  # Cochlear ModelOutput.logits: "probs" | "log_probs"
 
     def __post_init__(self) -> None:
-        from jaxadv.frontend import IqbalAttackFrontend, IqbalFrontend
-
         fam = self.model_config.family
         if fam == "iqbal":
             if self.frontend is None:
@@ -147,10 +158,6 @@ class Classifier:
           merge, cochlear_logits: see the class docstring.
           overrides: further model-config fields.
         """
-        from jaxadv import config as C
-        from jaxadv import models
-        from jaxadv.frontend import get_frontend
-
         cfg = models.get_config(
             model,
             width=width,
@@ -188,8 +195,6 @@ class Classifier:
 
     def init_params(self, key: Array, *, mean: float = 0.0, std: float = 1.0) -> dict[str, Any]:
         """Fresh params (Keras initialisers); ``mean``/``std``: Iqbal standardisation scalars."""
-        from jaxadv import models
-
         params: dict[str, Any] = {"model": models.init_variables(self.model_config, key)}
         if self.family == "iqbal":
             params["norm"] = {
@@ -206,8 +211,6 @@ class Classifier:
 
     def chunk_logits(self, params: Any, chunks: Array) -> Array:
         """Iqbal models: un-standardised log-mel chunks ``[..., 128, 64]`` → logits ``[..., C]``."""
-        from jaxadv.frontend import standardise
-
         if self.family != "iqbal":
             raise ValueError(f"chunk_logits is for the Iqbal models, not {self.model!r}")
         lead = chunks.shape[:-2]
@@ -225,8 +228,6 @@ class Classifier:
 
     def __call__(self, params: Any, x: Array, lengths: Array) -> ModelOutput:
         """Waveform batch ``[B, N]`` (32 kHz) and valid lengths ``[B]`` → :class:`ModelOutput`."""
-        from jaxadv.frontend import merge_chunks
-
         x, lengths = _check_batch(x, lengths)
         if self.family == "iqbal":
             chunks, mask = self.frontend(x, lengths)

@@ -51,6 +51,7 @@ __all__ = [
     "build",
     "config_from_dict",
     "config_to_dict",
+    "example_inputs",
     "get_config",
     "init_variables",
     "param_count",
@@ -88,12 +89,9 @@ def build(
     **overrides: Any,
 ) -> nn.Module:
     """The Flax module of a model given by name (plus width/classes/overrides) or by config."""
-    cfg = (
-        name
-        if not isinstance(name, str)
-        else get_config(name, width=width, **overrides, num_classes=num_classes)
-    )
-    return cfg.module()
+    if isinstance(name, str):
+        return get_config(name, width=width, num_classes=num_classes, **overrides).module()
+    return name.module()
 
 
 def example_inputs(cfg: ModelConfig, batch: int = 1) -> tuple[Array, ...]:
