@@ -34,6 +34,7 @@ from convert.keras_h5 import ConversionError, _text, read_keras_h5  # noqa: E402
 from convert.standardisation import (  # noqa: E402
     fit_standardisation,
     keras_featurewise_stats,
+    load_folder,
     training_chunks,
 )
 from jaxadv import config as C  # noqa: E402
@@ -457,3 +458,22 @@ def test_standardisation_matches_keras_image_data_generator():
     mean, std = fit_standardisation(waves)
     assert (mean, std) == keras_featurewise_stats(chunks[..., None])
     assert mean == float(gen.mean.squeeze()) and std == float(gen.std.squeeze())
+
+
+def test_fit_audio_folder(small_vgg, tmp_path, capsys):
+    """--fit-audio: every audio file of a folder, read at its own rate and resampled to 32 kHz."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(8)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    sf.write(audio / "a.wav", 0.1 * rng.standard_normal(40000), 16000)  # 2.5 s at 16 kHz
+    sf.write(audio / "b.flac", 0.1 * rng.standard_normal((30000, 2)), 32000)  # stereo
+    (audio / "notes.txt").write_text("ignored")
+    waves = list(load_folder(audio))
+    assert [w.shape for w in waves] == [(80000,), (30000,)] and waves[0].dtype == np.float32
+    assert convert_main([str(small_vgg), str(tmp_path / "c"), "--fit-audio", str(audio)]) == 0
+    meta = json.loads((tmp_path / "c" / "jaxadv.json").read_text())
+    mean, std = fit_standardisation(load_folder(audio))
+    assert meta["standardisation"] == {"mean": mean, "std": std}
+    assert -100 < mean < 0 < std
