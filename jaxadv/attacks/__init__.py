@@ -1,0 +1,66 @@
+"""Adversarial attacks as compiled, batched JAX programs (see ``README.md`` in this folder).
+
+Every attack is ``attack(fn, params, x, lengths, labels, *, targets=None, config=..., key=None)``
+with a classifier function ``fn`` (:mod:`jaxadv.classifier`), waveforms ``x [B, N]`` in [-1, 1] at
+32 kHz, valid lengths ``[B]`` and ground-truth ``labels [B]``; it returns a NamedTuple pytree with
+at least ``adversarial [B, N]``, ``success [B]`` and ``steps [B]``. Each call is one compiled
+program over the batch (jitted with ``fn`` and the frozen ``config`` static, so a second call with
+the same shapes compiles nothing); L-BFGS's ``mode="scipy"`` fidelity mode is the host-side
+exception.
+
+``ATTACKS`` maps a short name to an :class:`AttackSpec` (callable like the attack, plus its config
+class, presets, compiled core and whether it takes targets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from jaxadv.attacks import noise as _noise
+from jaxadv.attacks.noise import NoiseConfig, NoiseResult, white_noise
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """One registered attack.
+
+    Attributes:
+      name: registry key.
+      run: the attack function.
+      config: its frozen config class (``config()`` = the default).
+      presets: name -> zero-argument config factory.
+      core: the module-level jitted core (``core._cache_size()`` counts compiled programs).
+      targeted: ``"never"``, ``"optional"`` or ``"required"``.
+    """
+
+    name: str
+    run: Callable[..., Any]
+    config: type
+    presets: dict[str, Callable[[], Any]]
+    core: Any
+    targeted: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)
+
+
+ATTACKS: dict[str, AttackSpec] = {
+    "noise": AttackSpec(
+        "noise",
+        white_noise,
+        NoiseConfig,
+        {"default": NoiseConfig, "authors": NoiseConfig.authors},
+        _noise._noise_jit,
+        "never",
+    ),
+}
+
+__all__ = [
+    "ATTACKS",
+    "AttackSpec",
+    "NoiseConfig",
+    "NoiseResult",
+    "white_noise",
+]
