@@ -18,7 +18,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from jaxadv.attacks import fgsm as _fgsm
 from jaxadv.attacks import noise as _noise
+from jaxadv.attacks.fgsm import FGSMConfig, FGSMResult, fgsm
 from jaxadv.attacks.noise import NoiseConfig, NoiseResult, white_noise
 
 
@@ -55,12 +57,23 @@ ATTACKS: dict[str, AttackSpec] = {
         _noise._noise_jit,
         "never",
     ),
+    "fgsm": AttackSpec(
+        "fgsm",
+        fgsm,
+        FGSMConfig,
+        {"default": FGSMConfig, "authors": FGSMConfig.authors, "foolbox1": FGSMConfig.foolbox1},
+        _fgsm._fgsm_jit,
+        "optional",
+    ),
 }
 
 __all__ = [
     "ATTACKS",
     "AttackSpec",
+    "FGSMConfig",
+    "FGSMResult",
     "NoiseConfig",
     "NoiseResult",
+    "fgsm",
     "white_noise",
 ]
