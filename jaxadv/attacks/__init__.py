@@ -18,8 +18,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from jaxadv.attacks import deepfool as _deepfool
 from jaxadv.attacks import fgsm as _fgsm
 from jaxadv.attacks import noise as _noise
+from jaxadv.attacks.deepfool import DeepFoolConfig, DeepFoolResult, deepfool
 from jaxadv.attacks.fgsm import FGSMConfig, FGSMResult, fgsm
 from jaxadv.attacks.noise import NoiseConfig, NoiseResult, white_noise
 
@@ -65,15 +67,31 @@ ATTACKS: dict[str, AttackSpec] = {
         _fgsm._fgsm_jit,
         "optional",
     ),
+    "deepfool": AttackSpec(
+        "deepfool",
+        deepfool,
+        DeepFoolConfig,
+        {
+            "default": DeepFoolConfig,
+            "foolbox3": DeepFoolConfig.foolbox3,
+            "foolbox1": DeepFoolConfig.foolbox1,
+            "authors": DeepFoolConfig.authors,
+        },
+        _deepfool._deepfool_jit,
+        "never",
+    ),
 }
 
 __all__ = [
     "ATTACKS",
     "AttackSpec",
+    "DeepFoolConfig",
+    "DeepFoolResult",
     "FGSMConfig",
     "FGSMResult",
     "NoiseConfig",
     "NoiseResult",
+    "deepfool",
     "fgsm",
     "white_noise",
 ]
