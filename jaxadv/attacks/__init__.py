@@ -18,9 +18,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from jaxadv.attacks import cw as _cw
 from jaxadv.attacks import deepfool as _deepfool
 from jaxadv.attacks import fgsm as _fgsm
 from jaxadv.attacks import noise as _noise
+from jaxadv.attacks.cw import CWConfig, CWResult, carlini_wagner
 from jaxadv.attacks.deepfool import DeepFoolConfig, DeepFoolResult, deepfool
 from jaxadv.attacks.fgsm import FGSMConfig, FGSMResult, fgsm
 from jaxadv.attacks.noise import NoiseConfig, NoiseResult, white_noise
@@ -80,17 +82,34 @@ ATTACKS: dict[str, AttackSpec] = {
         _deepfool._deepfool_jit,
         "never",
     ),
+    "cw": AttackSpec(
+        "cw",
+        carlini_wagner,
+        CWConfig,
+        {
+            "default": CWConfig,
+            "carlini": CWConfig.carlini,
+            "foolbox1": CWConfig.foolbox1,
+            "authors": CWConfig.authors,
+            "authors_cochlear_targeted": CWConfig.authors_cochlear_targeted,
+        },
+        _cw._cw_jit,
+        "optional",
+    ),
 }
 
 __all__ = [
     "ATTACKS",
     "AttackSpec",
+    "CWConfig",
+    "CWResult",
     "DeepFoolConfig",
     "DeepFoolResult",
     "FGSMConfig",
     "FGSMResult",
     "NoiseConfig",
     "NoiseResult",
+    "carlini_wagner",
     "deepfool",
     "fgsm",
     "white_noise",
