@@ -21,10 +21,12 @@ from typing import Any
 from jaxadv.attacks import cw as _cw
 from jaxadv.attacks import deepfool as _deepfool
 from jaxadv.attacks import fgsm as _fgsm
+from jaxadv.attacks import lbfgs as _lbfgs
 from jaxadv.attacks import noise as _noise
 from jaxadv.attacks.cw import CWConfig, CWResult, carlini_wagner
 from jaxadv.attacks.deepfool import DeepFoolConfig, DeepFoolResult, deepfool
 from jaxadv.attacks.fgsm import FGSMConfig, FGSMResult, fgsm
+from jaxadv.attacks.lbfgs import LBFGSConfig, LBFGSResult, lbfgs
 from jaxadv.attacks.noise import NoiseConfig, NoiseResult, white_noise
 
 
@@ -96,6 +98,19 @@ ATTACKS: dict[str, AttackSpec] = {
         _cw._cw_jit,
         "optional",
     ),
+    "lbfgs": AttackSpec(
+        "lbfgs",
+        lbfgs,
+        LBFGSConfig,
+        {
+            "default": LBFGSConfig,
+            "authors": LBFGSConfig.authors,
+            "authors_cochlear": LBFGSConfig.authors_cochlear,
+            "foolbox1": LBFGSConfig.foolbox1,
+        },
+        _lbfgs._lbfgs_jit,
+        "required",
+    ),
 }
 
 __all__ = [
@@ -107,10 +122,13 @@ __all__ = [
     "DeepFoolResult",
     "FGSMConfig",
     "FGSMResult",
+    "LBFGSConfig",
+    "LBFGSResult",
     "NoiseConfig",
     "NoiseResult",
     "carlini_wagner",
     "deepfool",
     "fgsm",
+    "lbfgs",
     "white_noise",
 ]
