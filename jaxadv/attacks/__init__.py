@@ -27,6 +27,15 @@ from jaxadv.attacks.cw import CWConfig, CWResult, carlini_wagner
 from jaxadv.attacks.deepfool import DeepFoolConfig, DeepFoolResult, deepfool
 from jaxadv.attacks.fgsm import FGSMConfig, FGSMResult, fgsm
 from jaxadv.attacks.lbfgs import LBFGSConfig, LBFGSResult, lbfgs
+from jaxadv.attacks.metrics import (
+    SUMMARY_COLUMNS,
+    TABLE2,
+    TABLE3,
+    AttackMetrics,
+    evaluate,
+    snr_db,
+    summarize,
+)
 from jaxadv.attacks.noise import NoiseConfig, NoiseResult, white_noise
 
 
@@ -115,6 +124,7 @@ ATTACKS: dict[str, AttackSpec] = {
 
 __all__ = [
     "ATTACKS",
+    "AttackMetrics",
     "AttackSpec",
     "CWConfig",
     "CWResult",
@@ -126,9 +136,15 @@ __all__ = [
     "LBFGSResult",
     "NoiseConfig",
     "NoiseResult",
+    "SUMMARY_COLUMNS",
+    "TABLE2",
+    "TABLE3",
     "carlini_wagner",
     "deepfool",
+    "evaluate",
     "fgsm",
     "lbfgs",
+    "snr_db",
+    "summarize",
     "white_noise",
 ]
