@@ -260,17 +260,19 @@ def validate(
     and targets are ``[B]`` integers in ``[0, C)``; ``targets != labels``; targets are given iff the
     attack requires them. Raises ``ValueError`` naming the array and the problem.
     """
-    xa = np.asarray(x)
+    # a device array stays on the device: only the per-row finiteness flags come back
+    xa = x if isinstance(x, jax.Array) else np.asarray(x)
     if xa.ndim != 2:
         raise ValueError(f"{attack}: x must be a [B, N] waveform batch, got shape {xa.shape}")
-    if not np.issubdtype(xa.dtype, np.floating):
+    if not jnp.issubdtype(xa.dtype, jnp.floating):
         raise ValueError(f"{attack}: x must be floating point, got dtype {xa.dtype}")
     b, n = xa.shape
     if b == 0 or n == 0:
         raise ValueError(f"{attack}: x must be non-empty, got shape {xa.shape}")
-    bad = ~np.isfinite(xa)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])[:5].tolist()
+    xp = jnp if isinstance(xa, jax.Array) else np
+    finite = np.asarray(xp.all(xp.isfinite(xa), axis=1))
+    if not finite.all():
+        rows = np.nonzero(~finite)[0][:5].tolist()
         raise ValueError(f"{attack}: x contains NaN or Inf (examples {rows})")
     la = _int_vector("lengths", attack, lengths, b)
     if la.min() < 1 or la.max() > n:
