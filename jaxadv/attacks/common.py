@@ -142,6 +142,25 @@ def threshold_success(
     return pt >= targeted
 
 
+# --- Carlini's binary search over the constant --------------------------------------------------
+
+CONST_UPPER_INIT = 1e10  # Carlini's initial upper bound on the constant
+CONST_SEARCHING = 1e9  # "no success yet" while the upper bound is at least this
+
+
+def carlini_const_update(xp: Any, c: Any, lo: Any, up: Any, ok: Any) -> tuple[Any, Any, Any]:
+    """Carlini's per-example update after a step at constant ``c`` (NumPy or JAX arrays via ``xp``).
+
+    Success: ``up = min(up, c)``, ``c = (lo + up) / 2`` if ``up < 1e9``. Failure:
+    ``lo = max(lo, c)``, ``c = (lo + up) / 2`` if ``up < 1e9`` else ``c * 10``. Returns
+    ``(c, lo, up)``. Also the authors' L-BFGS rule.
+    """
+    up = xp.where(ok, xp.minimum(up, c), up)
+    lo = xp.where(ok, lo, xp.maximum(lo, c))
+    c = xp.where(up < CONST_SEARCHING, (lo + up) / 2, xp.where(ok, c, c * 10))
+    return c, lo, up
+
+
 # --- masks and distances ---------------------------------------------------------------------
 
 

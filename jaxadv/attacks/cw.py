@@ -41,8 +41,7 @@ from jaxadv.classifier import ClassifierFn
 
 Array = jax.Array
 
-BIG_UPPER = 1e10  # Carlini's initial upper bound on const
-SEARCHING = 1e9  # "no success yet" while upper >= this
+SEARCHING = common.CONST_SEARCHING
 
 
 def _dist_sum(ss: Array, nvalid: Array) -> Array:
@@ -66,10 +65,7 @@ DISTANCES = {
 
 
 def _carlini_update(c, lo, up, ok):
-    up = jnp.where(ok, jnp.minimum(up, c), up)
-    lo = jnp.where(ok, lo, jnp.maximum(lo, c))
-    c = jnp.where(up < SEARCHING, (lo + up) / 2, jnp.where(ok, c, c * 10))
-    return c, lo, up
+    return common.carlini_const_update(jnp, c, lo, up, ok)
 
 
 def _authors_update(c, lo, up, ok):
@@ -326,7 +322,7 @@ def _cw_impl(
         opt=opt_zero,
         const=full(config.initial_const),
         lo=full(0.0),
-        up=full(BIG_UPPER),
+        up=full(common.CONST_UPPER_INIT),
         bs=full(0, jnp.int32),
         it=full(0, jnp.int32),
         prev=full(config.abort_prev_init),

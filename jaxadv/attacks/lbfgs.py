@@ -63,7 +63,6 @@ SEARCHES = ("bisect", "foolbox1")
 BEST_OVER = ("solves", "evaluations")
 ARMIJO = 1e-3  # scipy L-BFGS-B's dcsrch ftol (sufficient decrease)
 EPS64 = float(np.finfo(np.float64).eps)
-SEARCHING = 1e9
 STALL_EPS = 4 * float(np.finfo(np.float32).eps)  # relative change below float32 resolution
 
 
@@ -180,9 +179,7 @@ def _search_step(cfg: LBFGSConfig, xp: Any, c, lo, up, count, phase, ok):
     """
     w = xp.where
     if cfg.search == "bisect":
-        up2 = w(ok, xp.minimum(up, c), up)
-        lo2 = w(ok, lo, xp.maximum(lo, c))
-        c2 = w(up2 < SEARCHING, (lo2 + up2) / 2, w(ok, c, c * 10))
+        c2, lo2, up2 = common.carlini_const_update(xp, c, lo, up, ok)
         count2 = count + 1
         return c2, lo2, up2, count2, phase, count2 >= cfg.binary_search_steps
     doubling = phase == 0
@@ -477,7 +474,7 @@ def _lbfgs_impl(
         instant=jnp.zeros((b,), bool),
         const=c0,
         lo=zeros_b,
-        up=jnp.full((b,), 1e10, f32),
+        up=jnp.full((b,), common.CONST_UPPER_INIT, f32),
         count=zi,
         phase=zi,
         solves=zi,
@@ -551,7 +548,7 @@ def _lbfgs_scipy(fn, params, x, lengths, targets, config: LBFGSConfig) -> LBFGSR
             val, g, _, _ = evaluate(zv, const)
             return val, g
 
-        c, lo, up, count, phase = _first_const(cfg), 0.0, 1e10, 0, 0
+        c, lo, up, count, phase = _first_const(cfg), 0.0, common.CONST_UPPER_INIT, 0, 0
         best = (np.inf, row[0], 0.0)
         last = (row[0], 0.0, c)
         iters = solves = 0
