@@ -1,0 +1,335 @@
+"""Shared pieces of the attacks: scores, success criteria, distances, input validation, keys.
+
+Scores
+------
+Every gradient attack differentiates *scores* chosen by a ``scores`` option (a static config field):
+
+* ``"log_probs"`` (default): ``s = log(probs)`` of the clip, ``[B, C]``, treated as one chunk. For a
+  single-chunk logit model, log-softmax differences equal logit differences, so margins and DeepFool
+  steps are exactly Carlini's / DeepFool's on the logits; for a multi-chunk clip it linearises the
+  actual clip decision (``argmax probs``); for the Cochlear models (whose ``logits`` are already
+  probabilities) it avoids attacking probabilities.
+* ``"logits"`` (the paper authors' choice): the per-chunk ``ModelOutput.logits [B, Q, C]``; losses
+  are summed over the valid chunks (the authors repeat the label per chunk and sum, ORIGINALS.md
+  §5.1). For the Cochlear models these "logits" are the head-averaged probabilities, as the authors
+  used them.
+
+Losses are therefore written once, per chunk, over ``[B, Q, C]`` scores with a ``[B, Q]`` mask
+(:func:`chunk_scores`); clip-level scores for margin tests come from :func:`clip_scores`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadv import config as C
+from jaxadv.classifier import ModelOutput
+
+Array = jax.Array
+Scores = Literal["log_probs", "logits"]
+
+BOX = (C.BOX_MIN, C.BOX_MAX)  # waveform box of every attack
+TANH_SHRINK = 0.999999  # Carlini's factor keeping atanh finite at the box edges
+
+
+def safe_log(p: Array) -> Array:
+    """``log(p)`` with ``p`` floored at the smallest normal float (finite value and gradient at 0)."""
+    return jnp.log(jnp.maximum(p, jnp.finfo(p.dtype).tiny))
+
+
+def _log_prob_scores(out: ModelOutput) -> tuple[Array, Array]:
+    s = safe_log(out.probs)[:, None, :]
+    return s, jnp.ones(s.shape[:2], bool)
+
+
+def _logit_scores(out: ModelOutput) -> tuple[Array, Array]:
+    return out.logits, out.mask
+
+
+SCORES = {"log_probs": _log_prob_scores, "logits": _logit_scores}
+
+
+def check_scores(scores: str) -> None:
+    """Raise a clear error for an unknown ``scores`` option."""
+    if scores not in SCORES:
+        raise ValueError(f"unknown scores {scores!r}; choose one of {sorted(SCORES)}")
+
+
+def chunk_scores(out: ModelOutput, scores: str) -> tuple[Array, Array]:
+    """Per-chunk scores ``[B, Q, C]`` and the chunk mask ``[B, Q]`` (bool) losses are summed over."""
+    return SCORES[scores](out)
+
+
+def clip_scores(out: ModelOutput, scores: str) -> Array:
+    """Clip-level scores ``[B, C]``: the per-chunk scores averaged over the valid chunks.
+
+    Equal to ``log(probs)`` for ``"log_probs"`` and to the logits for a single-chunk model.
+    """
+    s, m = chunk_scores(out, scores)
+    w = m.astype(s.dtype)[:, :, None]
+    return jnp.sum(s * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
+
+
+def chunk_sum(values: Array, mask: Array) -> Array:
+    """Sum of per-chunk values ``[B, Q]`` over the valid chunks -> ``[B]``."""
+    return jnp.sum(jnp.where(mask, values, 0.0), axis=1)
+
+
+def cross_entropy(out: ModelOutput, classes: Array, scores: str) -> Array:
+    """Softmax cross-entropy of the scores against ``classes [B]``, summed over valid chunks -> ``[B]``.
+
+    With ``"log_probs"`` this is ``-log probs[classes]`` (the log-softmax of log-probabilities is
+    themselves); with ``"logits"`` it is the authors' per-chunk ``sparse_softmax_cross_entropy``.
+    """
+    s, m = chunk_scores(out, scores)
+    logp = jax.nn.log_softmax(s, axis=-1)
+    ce = -jnp.take_along_axis(logp, classes[:, None, None], axis=-1)[..., 0]
+    return chunk_sum(ce, m)
+
+
+def other_max(s: Array, classes: Array) -> Array:
+    """``max_{j != classes} s[..., j]`` for scores ``[B, Q, C]`` and ``classes [B]`` -> ``[B, Q]``."""
+    onehot = jax.nn.one_hot(classes, s.shape[-1], dtype=bool)[:, None, :]
+    return jnp.max(jnp.where(onehot, -jnp.inf, s), axis=-1)
+
+
+def class_score(s: Array, classes: Array) -> Array:
+    """``s[b, q, classes[b]]`` -> ``[B, Q]``."""
+    return jnp.take_along_axis(s, classes[:, None, None], axis=-1)[..., 0]
+
+
+# --- success criteria --------------------------------------------------------------------------
+
+
+def decision(probs: Array, labels: Array, targets: Array | None) -> Array:
+    """Did the clip decision change? Untargeted: ``argmax probs != labels``; targeted: ``== targets``."""
+    pred = jnp.argmax(probs, axis=-1)
+    return pred != labels if targets is None else pred == targets
+
+
+def margin_success(s: Array, labels: Array, targets: Array | None, confidence: float) -> Array:
+    """Carlini's ``compare()``: argmax of the clip scores ``[B, C]`` after moving the class by kappa.
+
+    Untargeted: ``s[y] += kappa; argmax != y``; targeted: ``s[t] -= kappa; argmax == t``.
+    """
+    cls = labels if targets is None else targets
+    sign = 1.0 if targets is None else -1.0
+    adj = s + sign * confidence * jax.nn.one_hot(cls, s.shape[-1], dtype=s.dtype)
+    pred = jnp.argmax(adj, axis=-1)
+    return pred != cls if targets is None else pred == cls
+
+
+def threshold_success(
+    probs: Array,
+    labels: Array,
+    targets: Array | None,
+    untargeted: float = C.AUTHORS_UNTARGETED_THRESHOLD,
+    targeted: float = C.AUTHORS_TARGETED_THRESHOLD,
+) -> Array:
+    """The authors' probability thresholds (ORIGINALS.md §5.5).
+
+    Untargeted: ``probs[y] < 0.0244 and argmax != y``; targeted: ``probs[t] >= 0.975``.
+    """
+    if targets is None:
+        py = jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
+        return (py < untargeted) & (jnp.argmax(probs, axis=-1) != labels)
+    pt = jnp.take_along_axis(probs, targets[:, None], axis=-1)[:, 0]
+    return pt >= targeted
+
+
+# --- Carlini's binary search over the constant --------------------------------------------------
+
+CONST_UPPER_INIT = 1e10  # Carlini's initial upper bound on the constant
+CONST_SEARCHING = 1e9  # "no success yet" while the upper bound is at least this
+
+
+def carlini_const_update(xp: Any, c: Any, lo: Any, up: Any, ok: Any) -> tuple[Any, Any, Any]:
+    """Carlini's per-example update after a step at constant ``c`` (NumPy or JAX arrays via ``xp``).
+
+    Success: ``up = min(up, c)``, ``c = (lo + up) / 2`` if ``up < 1e9``. Failure:
+    ``lo = max(lo, c)``, ``c = (lo + up) / 2`` if ``up < 1e9`` else ``c * 10``. Returns
+    ``(c, lo, up)``. Also the authors' L-BFGS rule.
+    """
+    up = xp.where(ok, xp.minimum(up, c), up)
+    lo = xp.where(ok, lo, xp.maximum(lo, c))
+    c = xp.where(up < CONST_SEARCHING, (lo + up) / 2, xp.where(ok, c, c * 10))
+    return c, lo, up
+
+
+# --- masks and distances ---------------------------------------------------------------------
+
+
+def valid_mask(n: int, lengths: Array) -> Array:
+    """``[B, n]`` bool, True where ``index < lengths[b]`` (the clip's valid samples)."""
+    return jnp.arange(n)[None, :] < lengths[:, None]
+
+
+def sum_squares(d: Array, valid: Array) -> Array:
+    """``sum(d**2)`` over the valid samples -> ``[B]``."""
+    return jnp.sum(jnp.where(valid, d * d, 0.0), axis=-1)
+
+
+def to_tanh_space(x: Array) -> Array:
+    """Carlini's ``w0 = atanh(x' * 0.999999)`` with ``x'`` the waveform mapped from the box to [-1, 1]."""
+    lo, hi = BOX
+    z = (jnp.clip(x, lo, hi) - (hi + lo) / 2) / ((hi - lo) / 2)
+    return jnp.arctanh(z * TANH_SHRINK)
+
+
+def from_tanh_space(w: Array) -> Array:
+    """Inverse of :func:`to_tanh_space` (without the shrink): ``tanh(w)`` mapped onto the box."""
+    lo, hi = BOX
+    return jnp.tanh(w) * ((hi - lo) / 2) + (hi + lo) / 2
+
+
+def where_b(mask: Array, a: Array, b: Array) -> Array:
+    """``where`` with a per-example ``mask [B]`` broadcast over the trailing axes of ``a``/``b``."""
+    return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)), a, b)
+
+
+def tree_where_b(mask: Array, a: Any, b: Any) -> Any:
+    """:func:`where_b` over matching pytrees (e.g. optimiser states with a leading batch axis)."""
+    return jax.tree.map(lambda u, v: where_b(mask, u, v), a, b)
+
+
+# --- random keys -----------------------------------------------------------------------------
+
+
+def example_keys(key: Any, batch: int) -> Array:
+    """Per-example typed keys ``[B]`` from one key (``fold_in(key, b)``) or from ``B`` keys.
+
+    Accepts typed keys (``jax.random.key``) or raw ``uint32`` keys (``jax.random.PRNGKey``); with
+    one key, example ``b`` gets ``fold_in(key, b)``, so its noise does not depend on the other
+    examples of the batch; pass ``B`` keys (e.g. derived from file ids) to make it independent of
+    the position too.
+    """
+    if key is None:
+        raise ValueError("this attack needs a random key: pass key=jax.random.key(seed)")
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
+            raise ValueError(
+                f"key must be a typed key or a raw uint32 key of shape [..., 2], got "
+                f"{key.dtype} {key.shape}"
+            )
+        key = jax.random.wrap_key_data(key)
+    if key.shape == ():
+        return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(batch))
+    if key.shape == (batch,):
+        return key
+    raise ValueError(
+        f"key must be one key or {batch} keys (one per example), got shape {key.shape}"
+    )
+
+
+# --- input validation (outside jit) -----------------------------------------------------------
+
+
+def _leaf_sig(params: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(params)
+    return treedef, tuple((tuple(np.shape(v)), str(jnp.result_type(v))) for v in leaves)
+
+
+@functools.lru_cache(maxsize=256)
+def _num_classes(fn: Any, sig: tuple, shape: tuple[int, int]) -> int:
+    treedef, leaves = sig
+    fake = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+    out = jax.eval_shape(
+        fn,
+        fake,
+        jax.ShapeDtypeStruct(shape, jnp.float32),
+        jax.ShapeDtypeStruct(shape[:1], jnp.int32),
+    )
+    return int(out.probs.shape[-1])
+
+
+def num_classes(fn: Any, params: Any, shape: tuple[int, int]) -> int:
+    """Number of classes ``C`` of classifier ``fn`` (abstract evaluation, cached per shapes)."""
+    return _num_classes(fn, _leaf_sig(params), tuple(shape))
+
+
+def _int_vector(name: str, attack: str, v: Any, batch: int) -> np.ndarray:
+    a = np.asarray(v)
+    if a.shape != (batch,):
+        raise ValueError(f"{attack}: {name} must have shape ({batch},), got {a.shape}")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{attack}: {name} must be integers, got dtype {a.dtype}")
+    return a
+
+
+def validate(
+    attack: str,
+    fn: Any,
+    params: Any,
+    x: Any,
+    lengths: Any,
+    labels: Any,
+    targets: Any = None,
+    *,
+    targeted: Literal["never", "optional", "required"] = "optional",
+) -> tuple[Array, Array, Array, Array | None]:
+    """Check an attack's inputs on the host and return them as device arrays.
+
+    Checks: ``x`` is ``[B, N]`` and finite; ``lengths`` is ``[B]`` integers in ``[1, N]``; labels
+    and targets are ``[B]`` integers in ``[0, C)``; ``targets != labels``; targets are given iff the
+    attack requires them. Raises ``ValueError`` naming the array and the problem.
+    """
+    # a device array stays on the device: only the per-row finiteness flags come back
+    xa = x if isinstance(x, jax.Array) else np.asarray(x)
+    if xa.ndim != 2:
+        raise ValueError(f"{attack}: x must be a [B, N] waveform batch, got shape {xa.shape}")
+    if not jnp.issubdtype(xa.dtype, jnp.floating):
+        raise ValueError(f"{attack}: x must be floating point, got dtype {xa.dtype}")
+    b, n = xa.shape
+    if b == 0 or n == 0:
+        raise ValueError(f"{attack}: x must be non-empty, got shape {xa.shape}")
+    xp = jnp if isinstance(xa, jax.Array) else np
+    finite = np.asarray(xp.all(xp.isfinite(xa), axis=1))
+    if not finite.all():
+        rows = np.nonzero(~finite)[0][:5].tolist()
+        raise ValueError(f"{attack}: x contains NaN or Inf (examples {rows})")
+    la = _int_vector("lengths", attack, lengths, b)
+    if la.min() < 1 or la.max() > n:
+        i = int(np.argmax((la < 1) | (la > n)))
+        raise ValueError(f"{attack}: lengths[{i}] = {la[i]} is outside [1, {n}] (N = x.shape[1])")
+    c = num_classes(fn, params, (b, n))
+    ya = _int_vector("labels", attack, labels, b)
+    if ya.min() < 0 or ya.max() >= c:
+        i = int(np.argmax((ya < 0) | (ya >= c)))
+        raise ValueError(f"{attack}: labels[{i}] = {ya[i]} is outside [0, {c})")
+    ta = None
+    if targets is None:
+        if targeted == "required":
+            raise ValueError(f"{attack} is a targeted attack: pass targets=[B] class indices")
+    else:
+        if targeted == "never":
+            raise ValueError(f"{attack} is untargeted only: do not pass targets")
+        ta = _int_vector("targets", attack, targets, b)
+        if ta.min() < 0 or ta.max() >= c:
+            i = int(np.argmax((ta < 0) | (ta >= c)))
+            raise ValueError(f"{attack}: targets[{i}] = {ta[i]} is outside [0, {c})")
+        same = np.nonzero(ta == ya)[0]
+        if same.size:
+            i = int(same[0])
+            raise ValueError(
+                f"{attack}: targets[{i}] == labels[{i}] == {ta[i]}; a targeted attack needs a "
+                "target different from the label"
+            )
+        ta = jnp.asarray(ta, jnp.int32)
+    return (
+        jnp.asarray(xa, jnp.float32),
+        jnp.asarray(la, jnp.int32),
+        jnp.asarray(ya, jnp.int32),
+        ta,
+    )
+
+
+def check_choice(attack: str, field: str, value: Any, choices: Any) -> None:
+    """Raise a clear error if a config field is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{attack}: {field}={value!r} is not one of {sorted(map(str, choices))}")

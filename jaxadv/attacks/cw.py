@@ -1,0 +1,389 @@
+"""Carlini & Wagner L2 (https://arxiv.org/abs/1608.04644), untargeted and targeted.
+
+Reference: carlini/nn_robust_attacks ``l2_attack.py`` (ATTACKS_REFERENCE.md §2.2). Box by the tanh
+change of variables on [-1, 1]: ``w0 = atanh(x * 0.999999)``, ``x' = tanh(w0 + m)``; the distance is
+to ``x~0 = tanh(w0)`` (Carlini's "reconstructed original"). Loss per example::
+
+    const * sum_chunks max(0, margin + kappa) + distance(x' - x~0)
+
+with ``margin = s_y - max_{j != y} s_j`` (untargeted) or ``max_{j != t} s_j - s_t`` (targeted) on
+the scores (see :mod:`jaxadv.attacks.common`). Optax Adam on ``m`` (re-initialised at every
+binary-search step); per-example binary search over ``const`` with Carlini's rule (success:
+``up = min(up, c)``, ``c = (lo + up) / 2`` if ``up < 1e9``; failure: ``lo = max(lo, c)``,
+``c = (lo + up) / 2`` if ``up < 1e9`` else ``c * 10``); per-example early abort (every
+``max_iterations // 10`` iterations, stop the step if ``loss > 0.9999 * prev``); best-so-far
+adversarial per example (smallest distance among successful iterates).
+
+Everything runs in ONE ``lax.while_loop`` in which each example advances independently through
+(binary-search step, iteration): an example that aborts early starts its next ``const`` at the
+next iteration; the loop ends when every example has run all its steps. Each iteration is exactly
+one forward+backward of the batch (``value_and_grad`` with ``has_aux`` returning the outputs of the
+same forward, used for the success test and the best-so-far update of the pre-update iterate, as
+Carlini does).
+
+A failed example returns the iterate with the lowest loss of its last binary-search step (the
+step with the largest ``const`` under Carlini's rule), never zeros (Foolbox 3's bug).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxadv import config as C
+from jaxadv.attacks import common
+from jaxadv.classifier import ClassifierFn
+
+Array = jax.Array
+
+SEARCHING = common.CONST_SEARCHING
+
+
+def _dist_sum(ss: Array, nvalid: Array) -> Array:
+    return ss
+
+
+def _dist_range(ss: Array, nvalid: Array) -> Array:
+    return ss / (common.BOX[1] - common.BOX[0]) ** 2
+
+
+def _dist_mean(ss: Array, nvalid: Array) -> Array:
+    return ss / nvalid
+
+
+# distance term from the sum of squares over valid samples and the number of valid samples
+DISTANCES = {
+    "sum": _dist_sum,  # Carlini, Foolbox 3
+    "range": _dist_range,  # Foolbox 1.x: / (max - min)^2
+    "mean": _dist_mean,  # the authors: tf.reduce_mean
+}
+
+
+def _carlini_update(c, lo, up, ok):
+    return common.carlini_const_update(jnp, c, lo, up, ok)
+
+
+def _authors_update(c, lo, up, ok):
+    # carlini_wagner_method.py as committed: both ``if`` blocks sit inside the success branch, so
+    # a success halves const (lo stays 0) and a failure leaves it unchanged.
+    up2 = jnp.where(ok, jnp.minimum(up, c), up)
+    c_a = jnp.where(up2 < SEARCHING, (lo + up2) / 2, c)
+    lo_a = jnp.where(up2 < SEARCHING, lo, jnp.maximum(lo, c))
+    c_b = jnp.where(up2 < SEARCHING, (lo_a + up2) / 2, c_a * 10)
+    return jnp.where(ok, c_b, c), jnp.where(ok, lo_a, lo), up2
+
+
+CONST_UPDATES = {"carlini": _carlini_update, "authors": _authors_update}
+SUCCESS = ("margin", "threshold")
+
+
+@dataclasses.dataclass(frozen=True)
+class CWConfig:
+    """Carlini & Wagner L2 settings (defaults = Carlini's reference, :meth:`carlini`).
+
+    Attributes:
+      binary_search_steps: binary-search steps over ``const`` (Carlini's rule repeats the last step
+        with ``const = upper`` when this is >= 10).
+      max_iterations: Adam iterations per binary-search step.
+      learning_rate: Adam step size.
+      initial_const: first ``const``.
+      confidence: kappa of the hinge (and of the margin success test).
+      abort_early: stop a step when the loss has not decreased by 0.01 % over a tenth of it.
+      abort_prev_init: the loss an abort check compares against first (Carlini: inf; authors 1e6).
+      adam_eps: Adam epsilon (optax form ``m_hat / (sqrt(v_hat) + eps)``).
+      distance: ``"sum"`` (Carlini), ``"range"`` (Foolbox 1.x, divided by (max - min)^2 = 4) or
+        ``"mean"`` (the authors; mean over the clip's valid samples).
+      scores: ``"log_probs"`` or ``"logits"``.
+      success: ``"margin"`` (Carlini's ``compare`` with kappa on the clip scores) or
+        ``"threshold"`` (the authors: untargeted ``probs[y] < 0.0244 and argmax != y``, targeted
+        ``probs[t] >= 0.975``). Both also require the clip decision to have changed.
+      const_update: ``"carlini"`` or ``"authors"`` (as coded: halve on success, else unchanged).
+      untargeted_threshold, targeted_threshold: the authors' probability thresholds.
+    """
+
+    binary_search_steps: int = 9
+    max_iterations: int = 10000
+    learning_rate: float = 1e-2
+    initial_const: float = 1e-3
+    confidence: float = 0.0
+    abort_early: bool = True
+    abort_prev_init: float = math.inf
+    adam_eps: float = 1e-8
+    distance: str = "sum"
+    scores: str = "log_probs"
+    success: str = "margin"
+    const_update: str = "carlini"
+    untargeted_threshold: float = C.AUTHORS_UNTARGETED_THRESHOLD
+    targeted_threshold: float = C.AUTHORS_TARGETED_THRESHOLD
+
+    @classmethod
+    def carlini(cls) -> CWConfig:
+        """carlini/nn_robust_attacks defaults: bss 9, 10000 its, lr 1e-2, c0 1e-3, kappa 0."""
+        return cls()
+
+    @classmethod
+    def foolbox1(cls) -> CWConfig:
+        """Foolbox 1.8 ``CarliniWagnerL2Attack``: bss 5, 1000 its, lr 5e-3, c0 1e-2, range-normalised."""
+        return cls(
+            binary_search_steps=5,
+            max_iterations=1000,
+            learning_rate=5e-3,
+            initial_const=1e-2,
+            distance="range",
+            adam_eps=1e-7,
+        )
+
+    @classmethod
+    def authors(cls) -> CWConfig:
+        """The paper authors' call (ORIGINALS.md §5.5), Iqbal and Cochlear untargeted, Iqbal targeted."""
+        return cls(
+            binary_search_steps=2,
+            max_iterations=1000,
+            learning_rate=1e-5,
+            initial_const=1e-2,
+            confidence=500.0,
+            abort_early=True,
+            abort_prev_init=1e6,
+            distance="mean",
+            scores="logits",
+            success="threshold",
+            const_update="authors",
+        )
+
+    @classmethod
+    def authors_cochlear_targeted(cls) -> CWConfig:
+        """The authors' targeted Cochlear setting: 2000 iterations, 1 step, no early abort."""
+        return dataclasses.replace(
+            cls.authors(), max_iterations=2000, binary_search_steps=1, abort_early=False
+        )
+
+
+class CWResult(NamedTuple):
+    """Result of :func:`carlini_wagner` (all ``[B]`` unless noted).
+
+    Attributes:
+      adversarial: ``[B, N]`` best successful iterate (smallest distance), or for a failed example
+        the lowest-loss iterate of its last binary-search step.
+      success: some iterate met the success criterion.
+      steps: forward+backward evaluations used by this example (all binary-search steps).
+      const: the ``const`` of the example's last binary-search step.
+      best_const: the ``const`` at which ``adversarial`` was found (0 if it failed).
+      distance: the config's distance of ``adversarial`` to ``x~0``.
+    """
+
+    adversarial: Array
+    success: Array
+    steps: Array
+    const: Array
+    best_const: Array
+    distance: Array
+
+
+class _State(NamedTuple):
+    m: Array  # [B, N] modifier (tanh space)
+    opt: Any  # per-example Adam state
+    const: Array
+    lo: Array
+    up: Array
+    bs: Array  # binary-search step of each example
+    it: Array  # iteration within the step
+    prev: Array  # loss at the last abort check
+    step_ok: Array  # success within the current step
+    best_dist: Array
+    best_adv: Array
+    best_const: Array
+    fb_loss: Array  # fallback: lowest loss within the current step
+    fb_adv: Array
+    fb_dist: Array
+    last_const: Array
+    done: Array
+    steps: Array
+
+
+def _cw_impl(
+    fn: ClassifierFn,
+    params: Any,
+    x: Array,
+    lengths: Array,
+    labels: Array,
+    targets: Array | None,
+    *,
+    config: CWConfig,
+) -> CWResult:
+    b, n = x.shape
+    f32 = jnp.float32
+    valid = common.valid_mask(n, lengths)
+    w0 = jnp.where(valid, common.to_tanh_space(x), 0.0)
+    x0 = jnp.where(valid, common.from_tanh_space(w0), x)  # Carlini's reconstructed original
+    nvalid = lengths.astype(f32)
+    targeted = targets is not None
+    cls = targets if targeted else labels
+    kappa = config.confidence
+    dist_fn = DISTANCES[config.distance]
+    update_const = CONST_UPDATES[config.const_update]
+    period = max(config.max_iterations // 10, 1)
+    bss = config.binary_search_steps
+    repeat = bss >= 10
+
+    opt = optax.adam(config.learning_rate, eps=config.adam_eps)
+    opt_init = jax.vmap(opt.init)
+    opt_update = jax.vmap(opt.update)
+    opt_zero = opt_init(jnp.zeros_like(x))
+
+    def objective(m, const):
+        xa = jnp.where(valid, common.from_tanh_space(w0 + m), x)
+        out = fn(params, xa, lengths)
+        s, cm = common.chunk_scores(out, config.scores)
+        real, other = common.class_score(s, cls), common.other_max(s, cls)
+        margin = other - real if targeted else real - other
+        hinge = common.chunk_sum(jnp.maximum(0.0, margin + kappa), cm)
+        dist = dist_fn(common.sum_squares(xa - x0, valid), nvalid)
+        loss = const * hinge + dist
+        return jnp.sum(loss), (loss, dist, xa, out)
+
+    value_and_grad = jax.value_and_grad(objective, has_aux=True)
+
+    def succeeded(out):
+        if config.success == "margin":
+            crit = common.margin_success(
+                common.clip_scores(out, config.scores), labels, targets, kappa
+            )
+        else:
+            crit = common.threshold_success(
+                out.probs, labels, targets, config.untargeted_threshold, config.targeted_threshold
+            )
+        return crit & common.decision(out.probs, labels, targets)
+
+    def body(st: _State) -> _State:
+        active = ~st.done
+        (_, (loss, dist, xa, out)), g = value_and_grad(st.m, st.const)
+        # early abort, checked before the iterate counts (Carlini breaks before the best update)
+        check = active & (st.it % period == 0) if config.abort_early else jnp.zeros_like(active)
+        abort = check & (loss > 0.9999 * st.prev)
+        prev = jnp.where(check & ~abort, loss, st.prev)
+        ev = active & ~abort
+        ok = ev & succeeded(out)
+        better = ok & (dist < st.best_dist)
+        best_dist = jnp.where(better, dist, st.best_dist)
+        best_adv = common.where_b(better, xa, st.best_adv)
+        best_const = jnp.where(better, st.const, st.best_const)
+        fb = ev & (loss < st.fb_loss)
+        fb_loss = jnp.where(fb, loss, st.fb_loss)
+        fb_adv = common.where_b(fb, xa, st.fb_adv)
+        fb_dist = jnp.where(fb, dist, st.fb_dist)
+        step_ok = st.step_ok | ok
+        # Adam step on the evaluated examples
+        upd, new_opt = opt_update(g, st.opt)
+        m = jnp.where(ev[:, None] & valid, st.m + upd, st.m)
+        opt_state = common.tree_where_b(ev, new_opt, st.opt)
+        it = st.it + ev.astype(jnp.int32)
+        # end of a binary-search step: update const, reset the optimiser
+        end = active & (abort | (it >= config.max_iterations))
+        c_new, lo, up = update_const(st.const, st.lo, st.up, step_ok)
+        bs = st.bs + end.astype(jnp.int32)
+        if repeat:
+            c_new = jnp.where(bs == bss - 1, up, c_new)
+        const = jnp.where(end, c_new, st.const)
+        lo = jnp.where(end, lo, st.lo)
+        up = jnp.where(end, up, st.up)
+        last_const = jnp.where(end, st.const, st.last_const)
+        done = st.done | (end & (bs >= bss))
+        return _State(
+            m=jnp.where(end[:, None], 0.0, m),
+            opt=common.tree_where_b(end, opt_zero, opt_state),
+            const=const,
+            lo=lo,
+            up=up,
+            bs=bs,
+            it=jnp.where(end, 0, it),
+            prev=jnp.where(end, config.abort_prev_init, prev),
+            step_ok=step_ok & ~end,
+            best_dist=best_dist,
+            best_adv=best_adv,
+            best_const=best_const,
+            fb_loss=jnp.where(end, jnp.inf, fb_loss),
+            fb_adv=fb_adv,
+            fb_dist=fb_dist,
+            last_const=last_const,
+            done=done,
+            steps=st.steps + active.astype(jnp.int32),
+        )
+
+    def full(v, dtype=f32):
+        return jnp.full((b,), v, dtype)
+
+    init = _State(
+        m=jnp.zeros_like(x),
+        opt=opt_zero,
+        const=full(config.initial_const),
+        lo=full(0.0),
+        up=full(common.CONST_UPPER_INIT),
+        bs=full(0, jnp.int32),
+        it=full(0, jnp.int32),
+        prev=full(config.abort_prev_init),
+        step_ok=full(False, bool),
+        best_dist=full(jnp.inf),
+        best_adv=x0,
+        best_const=full(0.0),
+        fb_loss=full(jnp.inf),
+        fb_adv=x0,
+        fb_dist=full(0.0),
+        last_const=full(config.initial_const),
+        done=full(bss <= 0, bool),
+        steps=full(0, jnp.int32),
+    )
+    st = jax.lax.while_loop(lambda st: ~jnp.all(st.done), body, init)
+    success = jnp.isfinite(st.best_dist)
+    return CWResult(
+        adversarial=common.where_b(success, st.best_adv, st.fb_adv),
+        success=success,
+        steps=st.steps,
+        const=st.last_const,
+        best_const=st.best_const,
+        distance=jnp.where(success, st.best_dist, st.fb_dist),
+    )
+
+
+_cw_jit = jax.jit(_cw_impl, static_argnames=("fn", "config"))
+
+
+def carlini_wagner(
+    fn: ClassifierFn,
+    params: Any,
+    x: Array,
+    lengths: Array,
+    labels: Array,
+    *,
+    targets: Array | None = None,
+    config: CWConfig = CWConfig(),
+    key: Any = None,
+) -> CWResult:
+    """Carlini & Wagner L2 with a per-example binary search over ``const``, one compiled program.
+
+    Args:
+      fn: classifier function (hashable; see :mod:`jaxadv.classifier`).
+      params: its parameters.
+      x: ``[B, N]`` waveforms (32 kHz; clipped to [-1, 1] before the tanh change of variables).
+      lengths: ``[B]`` valid samples per clip (the perturbation is exactly zero beyond).
+      labels: ``[B]`` ground-truth classes (untargeted: the class to move away from).
+      targets: optional ``[B]`` target classes (targeted; may differ per example).
+      config: :class:`CWConfig` (presets :meth:`CWConfig.carlini`, ``foolbox1``, ``authors``).
+      key: unused (deterministic attack).
+
+    Returns:
+      :class:`CWResult`.
+    """
+    del key
+    common.check_choice("carlini_wagner", "distance", config.distance, DISTANCES)
+    common.check_choice("carlini_wagner", "success", config.success, SUCCESS)
+    common.check_choice("carlini_wagner", "const_update", config.const_update, CONST_UPDATES)
+    common.check_scores(config.scores)
+    x, lengths, labels, targets = common.validate(
+        "carlini_wagner", fn, params, x, lengths, labels, targets
+    )
+    return _cw_jit(fn, params, x, lengths, labels, targets, config=config)

@@ -1,0 +1,287 @@
+"""DeepFool, L2 and L-infinity (Moosavi-Dezfooli et al. 2016, https://arxiv.org/abs/1511.04599).
+
+Untargeted and minimal: linearise the scores at the current point and step to the nearest
+linearised decision boundary among candidate classes, until ``argmax probs`` differs from the
+model's *original prediction* (not the ground truth). One compiled ``lax.while_loop`` over the
+batch; finished examples are frozen by masks.
+
+Per step: ONE forward pass and ``K`` vector-Jacobian products (``jax.vjp`` once, then ``jax.vmap``
+of the pullback over ``K`` cotangents ``e_k - e_orig``), not ``K`` separate forward+backward passes
+(Foolbox 3 runs ``candidates - 1`` of those). With ``scores="logits"`` and multi-chunk clips the
+authors' per-chunk rule is followed (cotangents per chunk and class, distances and directions
+averaged over the valid chunks, as ``deep_fool_method.py`` does over its batch of chunks).
+
+For candidate ``k`` (chunk ``q``): ``f = s_k - s_orig`` and ``w = grad f``;
+distance ``d = (|f| + numerator_eps) / (||w|| + 1e-8)`` (L2) or ``/ (||w||_1 + 1e-8)`` (Linf);
+the chosen ``(d, w)`` (smallest ``d``; the authors: largest) gives the step
+``r = (d + step_eps) * w / (||w|| + 1e-8)`` (L2) or ``(d + step_eps) * sign(w)`` (Linf).
+
+Presets (see ``jaxadv/attacks/README.md``):
+
+* default / :meth:`DeepFoolConfig.foolbox3`: Foolbox 3.3.4 ``L2DeepFoolAttack``: top-10 candidates
+  of the original scores, overshoot 0.02 on the total perturbation ``x0 + 1.02 * p_total``, 50
+  steps, ``step_eps = 1e-4``.
+* :meth:`DeepFoolConfig.foolbox1`: Foolbox 1.8: per-step overshoot ``x += 1.05 * r``, top-10,
+  only "residual" candidates (score below the original class), 100 steps, no ``step_eps``.
+* :meth:`DeepFoolConfig.authors`: VinodS7/audio-adversaries (ORIGINALS.md §5.4): all classes except
+  class 0 (never a candidate in their loop), the LARGEST candidate distance, ``+1e-5`` in the
+  numerator, overshoot 0.02 (cumulative), 200 steps, ``scores="logits"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxadv.attacks import common
+from jaxadv.classifier import ClassifierFn
+
+Array = jax.Array
+
+NORMS = ("l2", "linf")
+OVERSHOOT_MODES = ("cumulative", "per_step")
+SELECT = ("min", "max")
+NORM_EPS = 1e-8  # added to every gradient norm (Foolbox), keeps silent inputs finite
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepFoolConfig:
+    """DeepFool settings.
+
+    Attributes:
+      norm: ``"l2"`` or ``"linf"``.
+      steps: maximum number of steps.
+      candidates: number of top classes of the original clip probabilities considered (including
+        the original class, as Foolbox's ``candidates``/``subsample``); None = all classes.
+      overshoot: ``x0 + (1 + overshoot) * p_total`` (cumulative) or ``x + (1 + overshoot) * r``.
+      overshoot_mode: ``"cumulative"`` (DeepFool paper, Foolbox 3, authors) or ``"per_step"``.
+      select: ``"min"`` (DeepFool) or ``"max"`` (the authors' code, a deviation).
+      residual: only candidates whose current clip score is below the original class's (FB 1.x).
+      exclude: classes never used as candidates (the authors: ``(0,)``).
+      numerator_eps: added to ``|f|`` in the distance (the authors: 1e-5).
+      step_eps: added to the chosen distance for the step (Foolbox 3: 1e-4).
+      scores: ``"log_probs"`` or ``"logits"`` (see :mod:`jaxadv.attacks.common`).
+      vjp_batch: None = all ``K`` (times chunks) pullbacks in one ``vmap`` and their gradients kept;
+        an int = ``lax.map`` over batches of that many cotangents keeping only norms, then one
+        more pullback for the chosen direction (memory ``~ vjp_batch * B * N`` instead of
+        ``K * Q * B * N``; for the authors' 40 classes x many chunks).
+    """
+
+    norm: str = "l2"
+    steps: int = 50
+    candidates: int | None = 10
+    overshoot: float = 0.02
+    overshoot_mode: str = "cumulative"
+    select: str = "min"
+    residual: bool = False
+    exclude: tuple[int, ...] = ()
+    numerator_eps: float = 0.0
+    step_eps: float = 1e-4
+    scores: str = "log_probs"
+    vjp_batch: int | None = None
+
+    @classmethod
+    def foolbox3(cls, norm: str = "l2") -> DeepFoolConfig:
+        """Foolbox 3.3.4 ``L2DeepFoolAttack`` / ``LinfDeepFoolAttack`` defaults."""
+        return cls(norm=norm)
+
+    @classmethod
+    def foolbox1(cls, norm: str = "l2") -> DeepFoolConfig:
+        """Foolbox 1.8 ``DeepFoolAttack(steps=100, subsample=10)`` (CE differences = log-probs)."""
+        return cls(
+            norm=norm,
+            steps=100,
+            candidates=10,
+            overshoot=0.05,
+            overshoot_mode="per_step",
+            residual=True,
+            step_eps=0.0,
+        )
+
+    @classmethod
+    def authors(cls) -> DeepFoolConfig:
+        """The paper authors' ``DeepFool(model)`` as run (``deep_fool_method.py``)."""
+        return cls(
+            norm="l2",
+            steps=200,
+            candidates=None,
+            overshoot=0.02,
+            overshoot_mode="cumulative",
+            select="max",
+            exclude=(0,),
+            numerator_eps=1e-5,
+            step_eps=0.0,
+            scores="logits",
+        )
+
+
+class DeepFoolResult(NamedTuple):
+    """Result of :func:`deepfool` (all ``[B]`` unless noted).
+
+    Attributes:
+      adversarial: ``[B, N]`` the first adversarial iterate, or the last iterate after ``steps``.
+      success: ``argmax probs(adversarial) != original``.
+      steps: DeepFool steps taken (perturbation updates).
+      original: the model's original prediction (the class moved away from).
+    """
+
+    adversarial: Array
+    success: Array
+    steps: Array
+    original: Array
+
+
+def _candidates(probs: Array, config: DeepFoolConfig) -> Array:
+    """Candidate classes ``[B, K]`` (top classes after the original prediction)."""
+    c = probs.shape[-1]
+    k = c if config.candidates is None else min(config.candidates, c)
+    order = jnp.argsort(-probs, axis=-1, stable=True)  # order[:, 0] == argmax probs
+    return order[:, 1:k]
+
+
+def _deepfool_impl(
+    fn: ClassifierFn,
+    params: Any,
+    x: Array,
+    lengths: Array,
+    *,
+    config: DeepFoolConfig,
+) -> DeepFoolResult:
+    b, n = x.shape
+    valid = common.valid_mask(n, lengths)
+    x = jnp.where(valid, jnp.clip(x, *common.BOX), x)
+    out0 = fn(params, x, lengths)
+    orig = jnp.argmax(out0.probs, axis=-1)
+    cand = _candidates(out0.probs, config)  # [B, K]
+    k = cand.shape[1]
+    excluded = jnp.zeros(cand.shape, bool)
+    for e in config.exclude:
+        excluded = excluded | (cand == e)
+    linf = config.norm == "linf"
+
+    def norm(g):  # [..., N] -> [...]
+        return jnp.sum(jnp.abs(g), -1) if linf else jnp.sqrt(jnp.sum(g * g, -1))
+
+    def scores_of(xx):
+        out = fn(params, xx, lengths)
+        s, m = common.chunk_scores(out, config.scores)
+        return s, (m, out.probs)
+
+    def body(st):
+        xc, p_total, done, steps, it = st
+        s, pullback, (m, probs) = jax.vjp(scores_of, xc, has_aux=True)
+        q = s.shape[1]
+        done = done | (jnp.argmax(probs, -1) != orig)
+        # f[b, q, j] = s[b, q, cand_j] - s[b, q, orig]
+        s_orig = common.class_score(s, orig)
+        f = jnp.take_along_axis(s, cand[:, None, :], axis=-1) - s_orig[:, :, None]
+        # cotangent (j, q'): e_{cand_j} - e_orig on chunk q' only -> gradient of f[:, q', j]
+        diff = jax.nn.one_hot(cand, s.shape[-1]) - jax.nn.one_hot(orig, s.shape[-1])[:, None]
+        eye_q = jnp.eye(q, dtype=s.dtype)
+        cts = eye_q[None, :, None, :, None] * jnp.swapaxes(diff, 0, 1)[:, None, :, None, :]
+        cts = cts.reshape(k * q, b, q, s.shape[-1])  # [K*Q, B, Q, C]
+
+        def grad_of(ct):
+            return jnp.where(valid, pullback(ct)[0], 0.0)
+
+        mq = m.astype(s.dtype)
+        nq = jnp.maximum(mq.sum(1), 1.0)  # [B]
+        if config.vjp_batch is None:
+            g = jax.vmap(grad_of)(cts).reshape(k, q, b, n)  # [K, Q, B, N]
+            gnorm = jnp.moveaxis(norm(g), (0, 1), (2, 1))  # [B, Q, K]
+        else:
+            gnorm = jax.lax.map(lambda ct: norm(grad_of(ct)), cts, batch_size=config.vjp_batch)
+            gnorm = jnp.moveaxis(gnorm.reshape(k, q, b), (0, 1), (2, 1))
+        dist_q = (jnp.abs(f) + config.numerator_eps) / (gnorm + NORM_EPS)  # [B, Q, K]
+        dist = jnp.sum(dist_q * mq[:, :, None], 1) / nq[:, None]  # chunk mean [B, K]
+        ok = ~excluded
+        if config.residual:
+            cs = jnp.sum(s * mq[:, :, None], 1) / nq[:, None]  # clip scores [B, C]
+            ok = ok & (
+                jnp.take_along_axis(cs, cand, -1) < jnp.take_along_axis(cs, orig[:, None], -1)
+            )
+        if config.select == "min":
+            best = jnp.argmin(jnp.where(ok, dist, jnp.inf), axis=1)
+        else:
+            best = jnp.argmax(jnp.where(ok, dist, -jnp.inf), axis=1)
+        d = jnp.take_along_axis(dist, best[:, None], 1)[:, 0]
+        # direction: chunk mean of the chosen candidate's gradients
+        if config.vjp_batch is None:
+            gsel = jnp.take_along_axis(g, best[None, None, :, None], axis=0)[0]  # [Q, B, N]
+            w = jnp.sum(gsel * jnp.swapaxes(mq, 0, 1)[:, :, None], 0) / nq[:, None]
+        else:
+            ct = jax.nn.one_hot(cand[jnp.arange(b), best], s.shape[-1]) - jax.nn.one_hot(
+                orig, s.shape[-1]
+            )
+            w = grad_of((mq / nq[:, None])[:, :, None] * ct[:, None, :])
+        if linf:
+            r = (d + config.step_eps)[:, None] * jnp.sign(w)
+        else:
+            r = ((d + config.step_eps) / (norm(w) + NORM_EPS))[:, None] * w
+        r = jnp.where(valid, r, 0.0)
+        active = ~done
+        p_total = jnp.where(active[:, None], p_total + r, p_total)
+        if config.overshoot_mode == "cumulative":
+            x_new = x + (1.0 + config.overshoot) * p_total
+        else:
+            x_new = xc + (1.0 + config.overshoot) * r
+        x_new = jnp.where(valid, jnp.clip(x_new, *common.BOX), x)
+        xc = jnp.where(active[:, None], x_new, xc)
+        steps = steps + active.astype(jnp.int32)
+        # all examples finished: jump the counter to the end (the loop then stops)
+        it = jnp.where(jnp.all(done), config.steps, it + 1)
+        return xc, p_total, done, steps, it
+
+    def cond(st):
+        return st[-1] < config.steps
+
+    init = (x, jnp.zeros_like(x), jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32), 0)
+    xc, _, _, steps, _ = jax.lax.while_loop(cond, body, init)
+    success = jnp.argmax(fn(params, xc, lengths).probs, -1) != orig
+    return DeepFoolResult(xc, success, steps, orig)
+
+
+_deepfool_jit = jax.jit(_deepfool_impl, static_argnames=("fn", "config"))
+
+
+def deepfool(
+    fn: ClassifierFn,
+    params: Any,
+    x: Array,
+    lengths: Array,
+    labels: Array,
+    *,
+    targets: Array | None = None,
+    config: DeepFoolConfig = DeepFoolConfig(),
+    key: Any = None,
+) -> DeepFoolResult:
+    """DeepFool (L2 or Linf), untargeted, away from the model's original prediction.
+
+    Args:
+      fn: classifier function (hashable; see :mod:`jaxadv.classifier`).
+      params: its parameters.
+      x: ``[B, N]`` waveforms (32 kHz, in [-1, 1]; clipped to the box first).
+      lengths: ``[B]`` valid samples per clip.
+      labels: ``[B]`` ground-truth classes (validated, used by the metrics; DeepFool moves away from
+        the model's prediction, like the original algorithm and the authors).
+      targets: must be None (DeepFool is untargeted).
+      config: :class:`DeepFoolConfig`.
+      key: unused (deterministic attack).
+
+    Returns:
+      :class:`DeepFoolResult`.
+    """
+    del key
+    common.check_choice("deepfool", "norm", config.norm, NORMS)
+    common.check_choice("deepfool", "overshoot_mode", config.overshoot_mode, OVERSHOOT_MODES)
+    common.check_choice("deepfool", "select", config.select, SELECT)
+    common.check_scores(config.scores)
+    if config.candidates is not None and config.candidates < 2:
+        raise ValueError(f"deepfool: candidates must be >= 2 or None, got {config.candidates}")
+    x, lengths, labels, _ = common.validate(
+        "deepfool", fn, params, x, lengths, labels, targets, targeted="never"
+    )
+    return _deepfool_jit(fn, params, x, lengths, config=config)

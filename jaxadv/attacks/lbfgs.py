@@ -1,0 +1,633 @@
+"""Targeted L-BFGS attack (Szegedy et al. 2014, https://arxiv.org/abs/1312.6199).
+
+Minimise, per example and for a constant ``c`` found by a search::
+
+    loss_scale * (distance(x' - x) + c * CE(target))     subject to  -1 <= x' <= 1
+
+with ``CE`` the cross-entropy of the scores on the target (summed over valid chunks with
+``scores="logits"``, the authors' ``sparse_softmax_cross_entropy_with_logits`` on the repeated
+label; ``-log probs[t]`` by default) and ``distance`` the sum of squares (the authors) or Foolbox
+1.x's normalised MSE ``sum / (n * (max - min)^2)``. Every solve starts from ``x``; success of a
+solve is ``argmax probs == target`` at its result; the returned adversarial is the successful
+result with the smallest distance (for a failed example: the result of its last solve).
+
+Searches over ``c``:
+
+* ``"bisect"`` (the authors' ``lbfgs.py`` = Carlini's rule): ``binary_search_steps`` solves starting
+  at ``initial_const``; success: ``up = min(up, c)``, ``c = (lo + up) / 2`` (if ``up < 1e9``);
+  failure: ``lo = max(lo, c)``, ``c = (lo + up) / 2`` if ``up < 1e9`` else ``c * 10``.
+* ``"foolbox1"`` (Foolbox 1.8 ``LBFGSAttack``): ``c = 2 eps, 4 eps, ...`` (at most 30 doublings)
+  until a success, then bisection on ``[0, c]`` until ``hi - lo < eps`` (``eps = 1e-5``).
+
+Two solvers:
+
+* ``mode="jax"`` (default): a batch-flat projected L-BFGS in one compiled ``lax.while_loop``.
+  Each example is its own problem with its own memory (``[B, 2m, N]``), line search, step size,
+  convergence test and search over ``c``; each loop iteration evaluates ONE forward+backward of the
+  batch, at every example's own trial point. The box is handled by projection: the trial point is
+  ``P(z + alpha d)`` (the projected search path, as L-BFGS-B's Cauchy path), the Armijo test uses
+  the actual projected displacement, and the curvature pairs are the actual (projected) steps.
+  Projection keeps the authors' variables and objective exactly (a tanh reparametrisation would
+  change the objective's geometry and start at ``0.999999 x``). Stopping follows scipy's
+  L-BFGS-B: projected-gradient ``max |P(z - g) - z| <= pgtol`` (also at the start of a solve),
+  relative reduction ``<= factr * eps64``, ``max_iterations``, and an abnormal line search
+  (after one memory reset) ends the solve. The first direction of a solve is ``-g`` with unit
+  step (scipy's for a fully boxed problem); later ones are the L-BFGS direction (compact
+  representation: two reads of the ``[B, 2m, N]`` memory per iteration, no gathers) with unit
+  step, backtracked by safeguarded quadratic interpolation (not scipy's Moré-Thuente search, so
+  iterates differ); a trial equal to ``f`` at float32 resolution ends the solve.
+  ``optax.lbfgs`` was not used: vmapped over examples, its zoom line search's ``lax.cond``
+  branches both run (two forward+backward passes per line-search step), and it has no bounds.
+* ``mode="scipy"`` (fidelity): ``scipy.optimize.fmin_l_bfgs_b`` per example on the host (bounds
+  [-1, 1] on the valid samples, float64 iterates, the model's float32 value and gradient from one
+  jitted ``value_and_grad``), like the authors' and Foolbox's code. Host-side by design: it is a
+  Python loop over examples and solves, not one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadv.attacks import common
+from jaxadv.classifier import ClassifierFn
+
+Array = jax.Array
+
+MODES = ("jax", "scipy")
+SEARCHES = ("bisect", "foolbox1")
+BEST_OVER = ("solves", "evaluations")
+ARMIJO = 1e-3  # scipy L-BFGS-B's dcsrch ftol (sufficient decrease)
+EPS64 = float(np.finfo(np.float64).eps)
+STALL_EPS = 4 * float(np.finfo(np.float32).eps)  # relative change below float32 resolution
+
+
+def _dist_sum(ss, nvalid):
+    return ss
+
+
+def _dist_normalised(ss, nvalid):
+    return ss / (nvalid * (common.BOX[1] - common.BOX[0]) ** 2)
+
+
+DISTANCES = {"sum": _dist_sum, "normalised": _dist_normalised}
+
+
+@dataclasses.dataclass(frozen=True)
+class LBFGSConfig:
+    """L-BFGS attack settings.
+
+    Attributes:
+      mode: ``"jax"`` (compiled, batched) or ``"scipy"`` (host ``fmin_l_bfgs_b``, fidelity).
+      search: ``"bisect"`` (authors / Carlini rule) or ``"foolbox1"``.
+      binary_search_steps: solves per example (``"bisect"``).
+      initial_const: first ``c`` (``"bisect"``; ``"foolbox1"`` starts at ``2 * search_epsilon``).
+      max_iterations: L-BFGS iterations per solve (scipy ``maxiter``).
+      memory: L-BFGS memory ``m`` (scipy default 10; Foolbox 1.x 15).
+      distance: ``"sum"`` (sum of squares, the authors) or ``"normalised"`` (Foolbox 1.x).
+      loss_scale: objective multiplier (Foolbox 1.x: 1e10; it interacts with ``pgtol``).
+      scores: ``"log_probs"`` or ``"logits"``.
+      pgtol: projected-gradient tolerance (scipy default 1e-5).
+      factr: relative-reduction tolerance in units of float64 eps (scipy default 1e7).
+      max_linesearch: trial points per line search before it counts as failed (scipy: 20).
+      search_epsilon: precision of the ``"foolbox1"`` search (1e-5).
+      max_doublings: doublings of ``c`` in the ``"foolbox1"`` search (30).
+      best_over: keep the best success among solve results (``"solves"``, the authors) or among
+        every evaluated point (``"evaluations"``, Foolbox's ``Adversarial`` object).
+    """
+
+    mode: str = "jax"
+    search: str = "bisect"
+    binary_search_steps: int = 5
+    initial_const: float = 0.1
+    max_iterations: int = 200
+    memory: int = 10
+    distance: str = "sum"
+    loss_scale: float = 1.0
+    scores: str = "log_probs"
+    pgtol: float = 1e-5
+    factr: float = 1e7
+    max_linesearch: int = 20
+    search_epsilon: float = 1e-5
+    max_doublings: int = 30
+    best_over: str = "solves"
+
+    @classmethod
+    def authors(cls, mode: str = "jax") -> LBFGSConfig:
+        """The authors' Iqbal setting: ``LBFGS(model, binary_search_steps=2, max_iterations=200)``."""
+        return cls(
+            mode=mode,
+            binary_search_steps=2,
+            initial_const=0.1,
+            max_iterations=200,
+            scores="logits",
+        )
+
+    @classmethod
+    def authors_cochlear(cls, mode: str = "jax") -> LBFGSConfig:
+        """The authors' Cochlear setting: 2 steps, 1000 iterations (CE on the averaged probs)."""
+        return dataclasses.replace(cls.authors(mode), max_iterations=1000)
+
+    @classmethod
+    def foolbox1(cls, mode: str = "jax") -> LBFGSConfig:
+        """Foolbox 1.8 ``LBFGSAttack``: doubling + bisection to 1e-5, m 15, maxiter 150, x1e10."""
+        return cls(
+            mode=mode,
+            search="foolbox1",
+            max_iterations=150,
+            memory=15,
+            distance="normalised",
+            loss_scale=1e10,
+            best_over="evaluations",
+        )
+
+
+class LBFGSResult(NamedTuple):
+    """Result of :func:`lbfgs` (all ``[B]`` unless noted).
+
+    Attributes:
+      adversarial: ``[B, N]`` the successful solve result (or evaluated point) with the smallest
+        distance; for a failed example the result of its last solve.
+      success: some solve result (point) was classified as the target.
+      steps: forward+backward evaluations used by this example (all solves, line searches).
+      const: the ``c`` of the example's last solve.
+      best_const: the ``c`` at which ``adversarial`` was found (0 if it failed).
+      distance: the config's distance of ``adversarial`` (without ``loss_scale``).
+      iterations: accepted L-BFGS iterations over all solves.
+      solves: solves run.
+    """
+
+    adversarial: Array
+    success: Array
+    steps: Array
+    const: Array
+    best_const: Array
+    distance: Array
+    iterations: Array
+    solves: Array
+
+
+def _search_step(cfg: LBFGSConfig, xp: Any, c, lo, up, count, phase, ok):
+    """Search over ``c`` after a solve at ``c`` with outcome ``ok``; NumPy or JAX arrays.
+
+    Returns ``(c, lo, up, count, phase, finished)``; ``count`` counts solves (``"bisect"``) or
+    doublings (``"foolbox1"``); ``phase`` is 0 (doubling) or 1 (bisection) for ``"foolbox1"``.
+    """
+    w = xp.where
+    if cfg.search == "bisect":
+        c2, lo2, up2 = common.carlini_const_update(xp, c, lo, up, ok)
+        count2 = count + 1
+        return c2, lo2, up2, count2, phase, count2 >= cfg.binary_search_steps
+    doubling = phase == 0
+    up2 = w(ok, c, up)
+    lo2 = w(doubling, w(ok, 0.0, lo), w(ok, lo, c))
+    phase2 = w(xp.logical_or(ok, xp.logical_not(doubling)), 1, 0)
+    count2 = w(xp.logical_and(doubling, xp.logical_not(ok)), count + 1, count)
+    c2 = w(phase2 == 1, (lo2 + up2) / 2, c * 2)
+    finished = w(phase2 == 1, (up2 - lo2) < cfg.search_epsilon, count2 >= cfg.max_doublings)
+    return c2, lo2, up2, count2, phase2, finished
+
+
+def _first_const(cfg: LBFGSConfig) -> float:
+    return cfg.initial_const if cfg.search == "bisect" else 2.0 * cfg.search_epsilon
+
+
+def _objective(fn, params, z, x0, lengths, targets, const, cfg):
+    """Per-example objective ``[B]`` (scaled), CE ``[B]``, distance ``[B]`` and outputs at ``z``."""
+    valid = common.valid_mask(z.shape[1], lengths)
+    out = fn(params, z, lengths)
+    ce = common.cross_entropy(out, targets, cfg.scores)
+    dist = DISTANCES[cfg.distance](common.sum_squares(z - x0, valid), lengths.astype(z.dtype))
+    return cfg.loss_scale * (dist + const * ce), ce, dist, out
+
+
+class _State(NamedTuple):
+    z: Array  # [B, N] accepted iterate
+    f: Array
+    g: Array
+    probs: Array  # at z
+    dist: Array  # at z
+    d: Array  # search direction
+    alpha: Array
+    mem: Array  # [B, 2m, N]: the m steps s_i, then the m gradient changes y_i (circular slots)
+    sy: Array  # [B, m, m] s_i . y_j
+    yy: Array  # [B, m, m] y_i . y_j
+    age: Array  # [B, m] push count when the slot was written; -1 = empty
+    clock: Array  # pushes so far
+    ptr: Array  # next slot to write
+    cnt: Array  # valid slots
+    ls: Array  # trials in the current line search
+    iters: Array  # accepted iterations in the current solve
+    instant: Array  # the solve converged at its start (pgtol): finish without using the evaluation
+    const: Array
+    lo: Array
+    up: Array
+    count: Array
+    phase: Array
+    solves: Array
+    best_dist: Array
+    best_adv: Array
+    best_const: Array
+    last_adv: Array
+    last_dist: Array
+    last_const: Array
+    done: Array
+    steps: Array
+    iterations: Array
+
+
+def _apply_inverse_hessian(g, mem, sy, yy, age, dots):
+    """``H g`` from the compact L-BFGS representation (Byrd, Nocedal & Schnabel 1994).
+
+    ``H = gamma I + [S, gamma Y] M [S^T; gamma Y^T]`` with ``M = [[R^-T (D + gamma Y^T Y) R^-1,
+    -R^-T], [-R^-1, 0]]``, ``R`` the upper triangle (in time order) of ``S^T Y`` and ``D`` its
+    diagonal (Nocedal & Wright eq. 7.24). Slots are kept in circular order; time order only enters
+    the ``[B, m, m]`` masks, so no ``[B, m, N]`` gathers: the ``[B, 2m, N]`` memory is read once
+    for ``dots`` (``S^T g``, ``Y^T g``, computed by the caller) and once for the combination.
+    """
+    m = age.shape[1]
+    valid = age >= 0
+    both = valid[:, :, None] & valid[:, None, :]
+    a = jnp.where(valid, dots[:, :m], 0.0)  # S^T g
+    b = jnp.where(valid, dots[:, m:], 0.0)  # Y^T g
+    newest = jnp.argmax(jnp.where(valid, age, -1), axis=1)
+    rows = jnp.arange(g.shape[0])
+    syn, yyn = sy[rows, newest, newest], yy[rows, newest, newest]
+    gamma = jnp.where(valid.any(1) & (yyn > 0), syn / jnp.where(yyn > 0, yyn, 1.0), 1.0)
+    eye = jnp.eye(m, dtype=g.dtype)
+    earlier = age[:, :, None] <= age[:, None, :]
+    r = jnp.where(both & earlier, sy, 0.0) + eye * (~valid)[:, None, :]
+    diag = jnp.where(valid, jnp.diagonal(sy, axis1=1, axis2=2), 0.0)
+    u = jnp.linalg.solve(r, a[..., None])[..., 0]  # R^-1 S^T g
+    v = diag * u + gamma[:, None] * (jnp.einsum("bij,bj->bi", jnp.where(both, yy, 0.0), u) - b)
+    p = jnp.linalg.solve(jnp.swapaxes(r, 1, 2), v[..., None])[..., 0]
+    coef = jnp.concatenate([p, -gamma[:, None] * u], axis=1)  # on [S, Y]
+    return gamma[:, None] * g + jnp.einsum("bk,bkn->bn", coef, mem)
+
+
+def _lbfgs_impl(
+    fn: ClassifierFn,
+    params: Any,
+    x: Array,
+    lengths: Array,
+    targets: Array,
+    *,
+    config: LBFGSConfig,
+) -> LBFGSResult:
+    cfg = config
+    b, n = x.shape
+    m = cfg.memory
+    f32 = jnp.float32
+    valid = common.valid_mask(n, lengths)
+    x0 = jnp.where(valid, jnp.clip(x, *common.BOX), x)
+    ftol = cfg.factr * EPS64
+
+    def project(v):
+        return jnp.where(valid, jnp.clip(v, *common.BOX), x0)
+
+    def total(z, const):
+        loss, ce, dist, out = _objective(fn, params, z, x0, lengths, targets, const, cfg)
+        return jnp.sum(loss), (loss, ce, dist, out.probs)
+
+    value_and_grad = jax.value_and_grad(total, has_aux=True)
+
+    # CE and its gradient at x0 (one forward+backward): every solve starts there with f = s*c*CE0
+    (_, (_, ce0, _, probs0)), gce0 = jax.value_and_grad(total, has_aux=True)(
+        x0, jnp.ones((b,), f32)
+    )
+    gce0 = jnp.where(valid, gce0 / cfg.loss_scale, 0.0)
+
+    def pgnorm(z, g):
+        return jnp.max(jnp.where(valid, jnp.abs(project(z - g) - z), 0.0), axis=-1)
+
+    def start(st: _State, mask: Array) -> _State:
+        """(Re)start the solve of the examples in ``mask`` at x0 with their current const."""
+        g0 = (cfg.loss_scale * st.const)[:, None] * gce0
+        f0 = cfg.loss_scale * st.const * ce0
+        wb = common.where_b
+        return st._replace(
+            z=wb(mask, x0, st.z),
+            f=jnp.where(mask, f0, st.f),
+            g=wb(mask, g0, st.g),
+            probs=wb(mask, probs0, st.probs),
+            dist=jnp.where(mask, 0.0, st.dist),
+            d=wb(mask, -g0, st.d),
+            alpha=jnp.where(mask, 1.0, st.alpha),
+            age=jnp.where(mask[:, None], -1, st.age),
+            ptr=jnp.where(mask, 0, st.ptr),
+            cnt=jnp.where(mask, 0, st.cnt),
+            ls=jnp.where(mask, 0, st.ls),
+            iters=jnp.where(mask, 0, st.iters),
+            instant=jnp.where(mask, pgnorm(x0, g0) <= cfg.pgtol, st.instant),
+            solves=st.solves + mask.astype(jnp.int32),
+        )
+
+    def body(st: _State) -> _State:
+        active = ~st.done
+        zt = project(st.z + st.alpha[:, None] * st.d)
+        (_, (ft, _, dist_t, probs_t)), gt = value_and_grad(zt, st.const)
+        gt = jnp.where(valid, gt, 0.0)
+        inst = active & st.instant
+        act = active & ~inst
+        steps = st.steps + act.astype(jnp.int32)
+        best_dist, best_adv, best_const = st.best_dist, st.best_adv, st.best_const
+        if cfg.best_over == "evaluations":
+            hit = act & (jnp.argmax(probs_t, -1) == targets) & (dist_t < best_dist)
+            best_dist = jnp.where(hit, dist_t, best_dist)
+            best_adv = common.where_b(hit, zt, best_adv)
+            best_const = jnp.where(hit, st.const, best_const)
+        # projected Armijo test
+        dz = zt - st.z
+        slope = jnp.sum(st.g * dz, -1)
+        accept = act & jnp.isfinite(ft) & (slope < 0) & (ft <= st.f + ARMIJO * slope)
+        reject = act & ~accept
+        # curvature pair of the accepted step
+        yv = gt - st.g
+        s_y, y_y = jnp.sum(dz * yv, -1), jnp.sum(yv * yv, -1)
+        push = accept & (s_y > EPS64 * y_y) & (s_y > 0)
+        rows = jnp.arange(b)
+        mem = st.mem.at[rows, st.ptr].set(jnp.where(push[:, None], dz, st.mem[rows, st.ptr]))
+        mem = mem.at[rows, m + st.ptr].set(jnp.where(push[:, None], yv, mem[rows, m + st.ptr]))
+        written = jax.nn.one_hot(st.ptr, m, dtype=bool) & push[:, None]  # [B, m]
+        age = jnp.where(written, st.clock[:, None], st.age)
+        clock = st.clock + push.astype(jnp.int32)
+        ptr = jnp.where(push, (st.ptr + 1) % m, st.ptr)
+        cnt = jnp.where(push, jnp.minimum(st.cnt + 1, m), st.cnt)
+        z = common.where_b(accept, zt, st.z)
+        f = jnp.where(accept, ft, st.f)
+        g = common.where_b(accept, gt, st.g)
+        probs = common.where_b(accept, probs_t, st.probs)
+        dist = jnp.where(accept, dist_t, st.dist)
+        iters = st.iters + accept.astype(jnp.int32)
+        reduction = st.f - ft
+        scale = jnp.maximum(jnp.maximum(jnp.abs(st.f), jnp.abs(ft)), 1.0)
+        conv = accept & (
+            (pgnorm(z, g) <= cfg.pgtol)
+            | (reduction <= ftol * scale)
+            | (iters >= cfg.max_iterations)
+        )
+        # line search: backtrack by safeguarded quadratic interpolation
+        ls = jnp.where(accept, 0, st.ls + reject.astype(jnp.int32))
+        # A trial whose value equals f to float32 precision cannot show a decrease: the solve has
+        # converged at float32 resolution (scipy's factr * eps64 test, but for float32 values).
+        stalled = reject & jnp.isfinite(ft) & (jnp.abs(ft - st.f) <= STALL_EPS * scale)
+        ls_fail = reject & ~stalled & ((ls >= cfg.max_linesearch) | (slope >= 0))
+        abnormal = ls_fail & (cnt == 0)
+        reset = ls_fail & (cnt > 0)  # scipy: refresh the memory and retry once from -g
+        cnt = jnp.where(reset, 0, cnt)
+        ls = jnp.where(reset, 0, ls)
+        denom = 2.0 * (ft - st.f - slope)
+        a_q = jnp.where(jnp.isfinite(ft) & (denom > 0), -slope * st.alpha / denom, 0.1 * st.alpha)
+        a_back = jnp.clip(a_q, 0.1 * st.alpha, 0.5 * st.alpha)
+        # new direction after an accepted step or a memory reset; one pass over the memory gives
+        # the new pair's products (S^T y, Y^T s, Y^T y) and S^T g, Y^T g
+        newdir = (accept & ~conv) | reset
+        age = jnp.where(reset[:, None], -1, age)
+        # three batched matvecs (XLA:CPU runs one [3, N] x [N, 2m] product per example ~6x slower)
+        dots = jnp.stack([jnp.einsum("bn,bjn->bj", v, mem) for v in (dz, yv, g)], 1)  # [B, 3, 2m]
+        row = written[:, :, None]
+        col = written[:, None, :]
+        sy = jnp.where(row, dots[:, 0, None, m:], st.sy)  # s_slot . y_j
+        sy = jnp.where(col, dots[:, 1, :m, None], sy)  # s_i . y_slot
+        yy = jnp.where(row, dots[:, 1, None, m:], st.yy)
+        yy = jnp.where(col, dots[:, 1, m:, None], yy)
+        d_new = -_apply_inverse_hessian(g, mem, sy, yy, age, dots[:, 2])
+        descent = jnp.sum(g * d_new, -1) < 0
+        bad = newdir & ~descent
+        cnt = jnp.where(bad, 0, cnt)
+        age = jnp.where(bad[:, None], -1, age)
+        d_new = common.where_b(descent, d_new, -g)
+        d = common.where_b(newdir, d_new, st.d)
+        alpha = jnp.where(newdir, 1.0, jnp.where(reject & ~ls_fail, a_back, st.alpha))
+
+        # end of a solve: success test, best-so-far, search over c, restart
+        end = inst | conv | stalled | abnormal
+        ok = end & (jnp.argmax(probs, -1) == targets)
+        if cfg.best_over == "solves":
+            better = ok & (dist < best_dist)
+            best_dist = jnp.where(better, dist, best_dist)
+            best_adv = common.where_b(better, z, best_adv)
+            best_const = jnp.where(better, st.const, best_const)
+        c2, lo2, up2, count2, phase2, finished = _search_step(
+            cfg, jnp, st.const, st.lo, st.up, st.count, st.phase, ok
+        )
+        done = st.done | (end & finished)
+        st = st._replace(
+            z=z,
+            f=f,
+            g=g,
+            probs=probs,
+            dist=dist,
+            d=d,
+            alpha=alpha,
+            mem=mem,
+            sy=sy,
+            yy=yy,
+            age=age,
+            clock=clock,
+            ptr=ptr,
+            cnt=cnt,
+            ls=ls,
+            iters=iters,
+            instant=st.instant & ~end,
+            const=jnp.where(end, c2, st.const),
+            lo=jnp.where(end, lo2, st.lo),
+            up=jnp.where(end, up2, st.up),
+            count=jnp.where(end, count2, st.count),
+            phase=jnp.where(end, phase2, st.phase),
+            best_dist=best_dist,
+            best_adv=best_adv,
+            best_const=best_const,
+            last_adv=common.where_b(end, z, st.last_adv),
+            last_dist=jnp.where(end, dist, st.last_dist),
+            last_const=jnp.where(end, st.const, st.last_const),
+            done=done,
+            steps=steps,
+            iterations=st.iterations + accept.astype(jnp.int32),
+        )
+        return start(st, end & ~done)
+
+    zeros_b = jnp.zeros((b,), f32)
+    zi = jnp.zeros((b,), jnp.int32)
+    c0 = jnp.full((b,), _first_const(cfg), f32)
+    init = _State(
+        z=x0,
+        f=zeros_b,
+        g=jnp.zeros_like(x0),
+        probs=probs0,
+        dist=zeros_b,
+        d=jnp.zeros_like(x0),
+        alpha=jnp.ones((b,), f32),
+        mem=jnp.zeros((b, 2 * m, n), f32),
+        sy=jnp.zeros((b, m, m), f32),
+        yy=jnp.zeros((b, m, m), f32),
+        age=jnp.full((b, m), -1, jnp.int32),
+        clock=zi,
+        ptr=zi,
+        cnt=zi,
+        ls=zi,
+        iters=zi,
+        instant=jnp.zeros((b,), bool),
+        const=c0,
+        lo=zeros_b,
+        up=jnp.full((b,), common.CONST_UPPER_INIT, f32),
+        count=zi,
+        phase=zi,
+        solves=zi,
+        best_dist=jnp.full((b,), jnp.inf, f32),
+        best_adv=x0,
+        best_const=zeros_b,
+        last_adv=x0,
+        last_dist=zeros_b,
+        last_const=c0,
+        done=jnp.zeros((b,), bool),
+        steps=zi,
+        iterations=zi,
+    )
+    st = jax.lax.while_loop(lambda st: ~jnp.all(st.done), body, start(init, ~init.done))
+    success = jnp.isfinite(st.best_dist)
+    return LBFGSResult(
+        adversarial=common.where_b(success, st.best_adv, st.last_adv),
+        success=success,
+        steps=st.steps,
+        const=st.last_const,
+        best_const=st.best_const,
+        distance=jnp.where(success, st.best_dist, st.last_dist),
+        iterations=st.iterations,
+        solves=st.solves,
+    )
+
+
+_lbfgs_jit = jax.jit(_lbfgs_impl, static_argnames=("fn", "config"))
+
+
+# --- fidelity mode: scipy's L-BFGS-B on the host --------------------------------------------------
+
+
+def _single_value_and_grad(fn, params, z, x0, lengths, targets, const, *, config):
+    def total(zz):
+        loss, _, dist, out = _objective(fn, params, zz, x0, lengths, targets, const, config)
+        return jnp.sum(loss), (dist, out.probs)
+
+    (val, (dist, probs)), g = jax.value_and_grad(total, has_aux=True)(z)
+    return val, g, dist, probs
+
+
+_single_vg_jit = jax.jit(_single_value_and_grad, static_argnames=("fn", "config"))
+
+
+def _lbfgs_scipy(fn, params, x, lengths, targets, config: LBFGSConfig) -> LBFGSResult:
+    from scipy.optimize import fmin_l_bfgs_b  # host-side fidelity mode only
+
+    cfg = config
+    xs = np.asarray(jnp.where(common.valid_mask(x.shape[1], lengths), jnp.clip(x, *common.BOX), x))
+    lens, tgts = np.asarray(lengths), np.asarray(targets)
+    fields = {k: [] for k in LBFGSResult._fields}
+    for i in range(xs.shape[0]):
+        row, length = xs[i : i + 1], int(lens[i])
+        x0_row = jnp.asarray(row)
+        li, ti = jnp.asarray(lens[i : i + 1]), jnp.asarray(tgts[i : i + 1])
+        evals = 0
+
+        def evaluate(zv, const, row=row, length=length, x0_row=x0_row, li=li, ti=ti):
+            full = row.copy()
+            full[0, :length] = zv
+            val, g, dist, probs = _single_vg_jit(
+                fn, params, jnp.asarray(full, jnp.float32), x0_row, li, ti,
+                jnp.full((1,), const, jnp.float32), config=cfg,
+            )  # fmt: skip
+            return float(val), np.asarray(g[0, :length], np.float64), float(dist[0]), probs
+
+        def func(zv, const):
+            nonlocal evals
+            evals += 1
+            val, g, _, _ = evaluate(zv, const)
+            return val, g
+
+        c, lo, up, count, phase = _first_const(cfg), 0.0, common.CONST_UPPER_INIT, 0, 0
+        best = (np.inf, row[0], 0.0)
+        last = (row[0], 0.0, c)
+        iters = solves = 0
+        while True:
+            zv, _, info = fmin_l_bfgs_b(
+                func,
+                row[0, :length].astype(np.float64),
+                args=(c,),
+                bounds=[common.BOX] * length,
+                m=cfg.memory,
+                maxiter=cfg.max_iterations,
+                factr=cfg.factr,
+                pgtol=cfg.pgtol,
+            )
+            zv = np.clip(zv, *common.BOX)
+            solves += 1
+            iters += int(info["nit"])
+            _, _, dist, probs = evaluate(zv, c)
+            full = row[0].copy()
+            full[:length] = zv
+            ok = int(np.argmax(np.asarray(probs)[0])) == int(tgts[i])
+            if ok and dist < best[0]:
+                best = (dist, full, c)
+            last = (full, dist, c)
+            c, lo, up, count, phase, finished = _search_step(cfg, np, c, lo, up, count, phase, ok)
+            c, lo, up = float(c), float(lo), float(up)
+            if bool(finished):
+                break
+        success = np.isfinite(best[0])
+        fields["adversarial"].append(best[1] if success else last[0])
+        fields["success"].append(success)
+        fields["steps"].append(evals)
+        fields["const"].append(last[2])
+        fields["best_const"].append(best[2])
+        fields["distance"].append(best[0] if success else last[1])
+        fields["iterations"].append(iters)
+        fields["solves"].append(solves)
+    dtypes = {"success": bool, "steps": np.int32, "iterations": np.int32, "solves": np.int32}
+    return LBFGSResult(
+        **{k: jnp.asarray(np.asarray(v, dtypes.get(k, np.float32))) for k, v in fields.items()}
+    )
+
+
+def lbfgs(
+    fn: ClassifierFn,
+    params: Any,
+    x: Array,
+    lengths: Array,
+    labels: Array,
+    *,
+    targets: Array | None = None,
+    config: LBFGSConfig = LBFGSConfig(),
+    key: Any = None,
+) -> LBFGSResult:
+    """Targeted L-BFGS attack (box [-1, 1]) with a per-example search over ``c``.
+
+    Args:
+      fn: classifier function (hashable; see :mod:`jaxadv.classifier`).
+      params: its parameters.
+      x: ``[B, N]`` waveforms (32 kHz; clipped to [-1, 1] first, as the authors do).
+      lengths: ``[B]`` valid samples per clip (only these are variables).
+      labels: ``[B]`` ground-truth classes (validated; targets must differ).
+      targets: ``[B]`` target classes (required; may differ per example).
+      config: :class:`LBFGSConfig` (presets ``authors``, ``authors_cochlear``, ``foolbox1``).
+      key: unused (deterministic attack).
+
+    Returns:
+      :class:`LBFGSResult`. ``mode="jax"`` is one compiled program over the batch;
+      ``mode="scipy"`` loops over examples on the host.
+    """
+    del key
+    common.check_choice("lbfgs", "mode", config.mode, MODES)
+    common.check_choice("lbfgs", "search", config.search, SEARCHES)
+    common.check_choice("lbfgs", "distance", config.distance, DISTANCES)
+    common.check_choice("lbfgs", "best_over", config.best_over, BEST_OVER)
+    common.check_scores(config.scores)
+    x, lengths, labels, targets = common.validate(
+        "lbfgs", fn, params, x, lengths, labels, targets, targeted="required"
+    )
+    if config.mode == "scipy":
+        return _lbfgs_scipy(fn, params, x, lengths, targets, config)
+    return _lbfgs_jit(fn, params, x, lengths, targets, config=config)
