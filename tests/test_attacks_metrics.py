@@ -47,6 +47,7 @@ def test_evaluate_fields():
     np.testing.assert_allclose(np.asarray(m.linf), np.abs(d).max(1), rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(m.fooled), new != y)
     np.testing.assert_array_equal(np.asarray(m.steps), np.asarray(res.steps))
+    assert np.all(np.isnan(np.asarray(m.target_confidence)))  # untargeted
 
 
 def test_summarize_tables():
@@ -58,6 +59,7 @@ def test_summarize_tables():
         new_confidence=np.array([0.6, 0.8, 0.9, 0.4]),
         gt_confidence=np.array([0.9, 0.7, 0.8, 0.6]),
         gt_confidence_adv=np.array([0.1, 0.2, 0.9, 0.3]),
+        target_confidence=np.full(4, np.nan),
         snr_db=np.array([30.0, 40.0, 10.0, np.inf]),
         l2=np.zeros(4),
         linf=np.zeros(4),
@@ -74,3 +76,15 @@ def test_summarize_tables():
     assert set(A.TABLE2) <= set(s) and set(A.TABLE3) <= set(s) and set(s) == set(A.SUMMARY_COLUMNS)
     none = A.summarize(m._replace(success=np.zeros(4, bool)))
     assert none["success_pct"] == 0.0 and math.isnan(none["new"]) and math.isnan(none["snr"])
+
+
+def test_evaluate_target_confidence():
+    fn, params, x, lengths, labels = linear_problem(n=32, classes=3, batch=4, seed=6)
+    targets = (np.asarray(labels) + 1) % 3
+    res = A.carlini_wagner(
+        fn, params, x, lengths, labels, targets=targets,
+        config=A.CWConfig(binary_search_steps=2, max_iterations=20),
+    )  # fmt: skip
+    m = A.evaluate(fn, params, x, lengths, labels, res, targets=targets)
+    p1 = np.asarray(fn(params, res.adversarial, lengths).probs)
+    np.testing.assert_allclose(np.asarray(m.target_confidence), p1[np.arange(4), targets], rtol=1e-6)

@@ -69,6 +69,7 @@ class AttackMetrics(NamedTuple):
       new_confidence: ``probs_adv[new_label]``.
       gt_confidence: ``probs_orig[label]`` (ground-truth confidence on the original).
       gt_confidence_adv: ``probs_adv[label]`` (ground-truth confidence on the adversarial).
+      target_confidence: ``probs_adv[target]`` for a targeted attack, NaN when untargeted.
       snr_db: SNR of the perturbation in dB over the valid samples (see :func:`snr_db`).
       l2: ``||delta||_2`` over the valid samples.
       linf: ``max |delta|`` over the valid samples.
@@ -82,6 +83,7 @@ class AttackMetrics(NamedTuple):
     new_confidence: Array
     gt_confidence: Array
     gt_confidence_adv: Array
+    target_confidence: Array
     snr_db: Array
     l2: Array
     linf: Array
@@ -106,6 +108,9 @@ def _evaluate_impl(fn, params, x, lengths, labels, targets, adversarial, success
         new_confidence=pick(p1, new),
         gt_confidence=pick(p0, labels),
         gt_confidence_adv=pick(p1, labels),
+        target_confidence=(
+            jnp.full(labels.shape, jnp.nan, p1.dtype) if targets is None else pick(p1, targets)
+        ),
         snr_db=snr_db(x, adversarial, lengths),
         l2=jnp.sqrt(common.sum_squares(delta, valid)),
         linf=jnp.max(jnp.abs(delta), -1),

@@ -34,6 +34,11 @@ def data_dir() -> Path:
     return path
 
 
+def models_dir() -> Path:
+    """Path of the packaged demo models (``jaxadv/demo/models/<name>``; may not exist yet)."""
+    return Path(str(importlib.resources.files(__name__) / "models"))
+
+
 def eval_clips() -> list[Clip]:
     """The demo eval clips as :class:`jaxadv.datasets.Clip` (split ``"test"``), in CSV order."""
     from jaxadv.datasets import read_test

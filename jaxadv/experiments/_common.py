@@ -1,0 +1,664 @@
+"""What the three experiment commands share: flags, presets, models, clips, and the sweep engine.
+
+A *job* is one clip attacked towards one target (or untargeted) with one attack on one model. The
+sweep groups a model's jobs into fixed batches (same bucket length, ``--batch-size`` rows, the
+batch plan a pure function of the job list), runs each batch as one compiled attack program
+(sharded over all local devices along the batch axis), evaluates it with one more forward pass,
+writes the adversarial audio, and appends the rows to the run's ``results.csv``. A batch whose
+rows are all present is skipped, so the same command after a kill redoes only unfinished work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxadv import config as C
+from jaxadv.datasets import Clip, Failure
+
+log = logging.getLogger("jaxadv.experiments")
+
+IQBAL_MODELS = ("vgg13", "crnn", "gcnn")
+ALL_MODELS = ("vgg13", "crnn", "gcnn", "dense_mel", "dense_wav")
+PRESETS = ("demo", "paper")
+
+# Shown in every report of a demo run: the settings are cut down to run in minutes on a laptop.
+DEMO_NOTE = (
+    "Preset 'demo': compact demo models, the embedded FluidR3 clips and FEWER attack iterations "
+    "than the paper (see config.json); use --preset paper for the authors' settings."
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attack presets
+# ---------------------------------------------------------------------------------------------
+
+
+def family(model: str) -> str:
+    """``"iqbal"`` for vgg13/crnn/gcnn, ``"cochlear"`` for dense_mel/dense_wav."""
+    return "iqbal" if model in IQBAL_MODELS else "cochlear"
+
+
+def attack_configs(experiment: str, preset: str, model: str) -> dict[str, tuple[str, Any]]:
+    """Attacks of an experiment as ``{row name: (ATTACKS key, config)}`` for one model.
+
+    ``paper``: the authors' settings (ORIGINALS.md §5): white noise and FGSM at 20 dB (the SNR of
+    the paper's Table 2; their script's rms_ratio 6 is 15.6 dB), DeepFool and C&W as in
+    ``VinodS7/audio-adversaries`` (including their deviations), L-BFGS 200 (Iqbal) / 1000
+    (Cochlear) iterations, targeted Cochlear C&W 2000 iterations without abort.
+    ``demo``: the library's reference algorithms with budgets cut to run in minutes.
+    """
+    from jaxadv import attacks as A
+
+    fam = family(model)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    if experiment in ("untargeted", "transfer"):
+        if preset == "paper":
+            out = {
+                "noise": ("noise", A.NoiseConfig(snr_db=20.0)),
+                "fgsm": ("fgsm", dataclasses.replace(A.FGSMConfig.authors(), snr_db=20.0)),
+                "deepfool": ("deepfool", A.DeepFoolConfig.authors()),
+                "cw": ("cw", A.CWConfig.authors()),
+            }
+        else:
+            out = {
+                "noise": ("noise", A.NoiseConfig(snr_db=20.0)),
+                "fgsm": ("fgsm", A.FGSMConfig(snr_db=20.0)),
+                "deepfool": ("deepfool", A.DeepFoolConfig(steps=50)),
+                "cw": (
+                    "cw",
+                    A.CWConfig(
+                        binary_search_steps=4,
+                        max_iterations=100,
+                        learning_rate=1e-3,
+                        initial_const=1e-1,
+                    ),
+                ),
+            }
+        if experiment == "transfer":
+            out = {k: v for k, v in out.items() if k in ("deepfool", "cw")}
+        return out
+    if experiment == "targeted":
+        if preset == "paper":
+            cw = A.CWConfig.authors() if fam == "iqbal" else A.CWConfig.authors_cochlear_targeted()
+            lb = A.LBFGSConfig.authors() if fam == "iqbal" else A.LBFGSConfig.authors_cochlear()
+            return {"lbfgs": ("lbfgs", lb), "cw": ("cw", cw)}
+        return {
+            "lbfgs": (
+                "lbfgs",
+                A.LBFGSConfig(binary_search_steps=3, max_iterations=40, initial_const=1.0),
+            ),
+            "cw": (
+                "cw",
+                A.CWConfig(
+                    binary_search_steps=4, max_iterations=100, learning_rate=1e-3, initial_const=1.0
+                ),
+            ),
+        }
+    raise ValueError(f"unknown experiment {experiment!r}")
+
+
+def _coerce(text: str, current: Any, hint: Any) -> Any:
+    if isinstance(current, bool) or hint is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {text!r}")
+    if text.lower() == "none":
+        return None
+    if isinstance(current, int) and not isinstance(current, bool):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    if isinstance(current, tuple):
+        return tuple(int(t) for t in text.split(",") if t)
+    if current is None and hint is not None:
+        for t in typing.get_args(hint) or (hint,):
+            if t in (int, float):
+                return t(text)
+    return text
+
+
+def apply_overrides(
+    configs: dict[str, tuple[str, Any]], overrides: Sequence[str]
+) -> dict[str, tuple[str, Any]]:
+    """Apply ``--set ATTACK.FIELD=VALUE`` overrides (e.g. ``cw.max_iterations=500``)."""
+    out = dict(configs)
+    for item in overrides:
+        try:
+            lhs, value = item.split("=", 1)
+            name, field = lhs.split(".", 1)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: expected ATTACK.FIELD=VALUE") from None
+        if name not in out:
+            raise SystemExit(f"--set {item!r}: no attack {name!r} here; choose from {sorted(out)}")
+        key, cfg = out[name]
+        fields = {f.name: f for f in dataclasses.fields(cfg)}
+        if field not in fields:
+            raise SystemExit(f"--set {item!r}: {type(cfg).__name__} has no field {field!r}")
+        hints = typing.get_type_hints(type(cfg))
+        try:
+            new = _coerce(value, getattr(cfg, field), hints.get(field))
+            out[name] = (key, dataclasses.replace(cfg, **{field: new}))
+        except (ValueError, TypeError) as e:
+            raise SystemExit(f"--set {item!r}: {e}") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Command-line flags shared by every experiment
+# ---------------------------------------------------------------------------------------------
+
+
+def parser(experiment: str, description: str) -> argparse.ArgumentParser:
+    """The flags every experiment command takes."""
+    p = argparse.ArgumentParser(
+        prog=f"python -m jaxadv.experiments.{experiment}",
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run folder (default: runs/<experiment>-<preset>); rerunning the same command "
+        "resumes it",
+    )
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="demo",
+        help="'demo': fast settings for the embedded demo; 'paper': the authors' settings",
+    )
+    p.add_argument(
+        "--models",
+        default=",".join(ALL_MODELS),
+        help="comma-separated models to attack (registry names)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="MODEL=DIR",
+        help="checkpoint folder of a model (python -m convert / python -m jaxadv.train output); "
+        "default: the committed demo model. Repeat per model",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="an FSDKaggle2018 folder (train.csv + audio_train/, or the test CSV + audio_test/); "
+        "default: the embedded demo clips",
+    )
+    p.add_argument(
+        "--split",
+        choices=("auto", "train", "test"),
+        default="auto",
+        help="which CSV of --data to use; 'auto': train.csv with the authors' attack list "
+        "(first 10 verified clips per class) if present, else the test CSV",
+    )
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=None,
+        help="clips per class (default: 6 as the paper with --preset paper, 2 for the demo)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="rows per compiled attack batch")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ATTACK.FIELD=VALUE",
+        help="override one attack setting, e.g. --set cw.max_iterations=500 (repeatable)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for clip choice and noise")
+    p.add_argument(
+        "--no-audio", action="store_true", help="do not write adversarial WAV files"
+    )
+    return p
+
+
+def parse_checkpoints(items: Sequence[str], models: Sequence[str]) -> dict[str, Path]:
+    """``MODEL=DIR`` flags → ``{model: Path}``; every other model gets its demo checkpoint."""
+    out: dict[str, Path] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--checkpoint {item!r}: expected MODEL=DIR")
+        name, d = item.split("=", 1)
+        if name not in models:
+            raise SystemExit(f"--checkpoint {item!r}: {name!r} is not among --models {list(models)}")
+        out[name] = Path(d)
+    for m in models:
+        if m not in out:
+            from jaxadv import demo
+
+            out[m] = demo.models_dir() / m
+    return out
+
+
+def parse_models(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in ALL_MODELS]
+    if bad or not names:
+        raise SystemExit(f"--models: unknown {bad}; choose from {list(ALL_MODELS)}")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and clips
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A restored model: its registry name, classifier function, params and sidecar."""
+
+    name: str
+    classifier: Any
+    params: Any
+    meta: dict[str, Any]
+    checkpoint: Path
+
+
+def load_models(
+    names: Sequence[str], checkpoints: dict[str, Path], preset: str
+) -> list[LoadedModel]:
+    """Restore each model; with ``preset="paper"`` the Iqbal models use the authors' front-end."""
+    from jaxadv.checkpoint import load_checkpoint
+    from jaxadv.frontend import IqbalAttackFrontend
+
+    out = []
+    for name in names:
+        clf, params, meta = load_checkpoint(checkpoints[name], expect=name)
+        if preset == "paper" and family(name) == "iqbal":
+            # The authors' attack graph: zero-pad to 65536k, uncentred frames, offset log.
+            clf = dataclasses.replace(clf, frontend=IqbalAttackFrontend(), merge="mean")
+        out.append(LoadedModel(name, clf, params, meta, Path(checkpoints[name])))
+    return out
+
+
+def select_clips(
+    data: str | None,
+    split: str,
+    per_class: int,
+    seed: int,
+    classes: Sequence[str] | None = None,
+) -> list[Clip]:
+    """The clips of a run: ``per_class`` clips of each class (of ``classes``, if given).
+
+    Real data with ``train.csv``: the authors' attack list (first 10 verified clips per class,
+    ORIGINALS.md §5.9), then a seeded ``per_class`` subset. A test CSV (or the demo): a seeded
+    ``per_class`` subset of its clips.
+    """
+    from jaxadv import datasets as D
+    from jaxadv import demo
+
+    root = Path(data) if data else demo.data_dir()
+    use_train = split == "train" or (split == "auto" and (root / C.TRAIN_CSV).is_file())
+    if use_train:
+        clips = D.authors_attack_list(D.read_train(root))
+    else:
+        clips = D.read_test(root)
+    if classes is not None:
+        clips = D.music_subset(clips, classes)
+    return D.untargeted_subset(clips, per_class, seed=seed, allow_fewer=True)
+
+
+def load_waves(
+    clips: Sequence[Clip], preset: str, failures: list[Failure]
+) -> dict[str, np.ndarray]:
+    """Load each clip once (bad files are reported by name in ``failures`` and left out).
+
+    With ``preset="paper"`` the authors' loading is used: 22 050 Hz then 32 kHz, zero-padded to a
+    multiple of 65536 samples, and the padded length is the clip's length (their attacks perturb
+    the padding too, ORIGINALS.md §2.3).
+    """
+    from jaxadv import audio
+
+    authors = preset == "paper"
+    out: dict[str, np.ndarray] = {}
+    for c in clips:
+        try:
+            w = audio.load_audio(c.path, authors_path=authors)
+        except (audio.AudioError, OSError, ValueError) as e:
+            msg = str(e) if isinstance(e, audio.AudioError) else f"'{c.path}': {e}"
+            log.warning("skipping %s (%s): %s", c.fname, c.label, msg)
+            failures.append(Failure(c, msg))
+            continue
+        if authors:
+            w = np.pad(w, (0, (-len(w)) % C.AUTHORS_BLOCK))
+        out[c.fname] = w
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------------------------
+
+
+def shard(arrays: Sequence[np.ndarray], n_rows: int) -> tuple[list[Any], int]:
+    """Put batch arrays on all local devices, split along the batch axis.
+
+    The batch is padded (by repeating its last row) to a multiple of the device count; returns the
+    device arrays and the number of real rows. With one device this is a plain transfer.
+    """
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devs = jax.local_devices()
+    n = len(devs)
+    pad = (-n_rows) % n
+    if pad:
+        arrays = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in arrays]
+    if n == 1:
+        return [jax.device_put(a) for a in arrays], n_rows
+    mesh = Mesh(np.array(devs), ("batch",))
+    out = []
+    for a in arrays:
+        spec = PartitionSpec("batch", *([None] * (a.ndim - 1)))
+        out.append(jax.device_put(a, NamedSharding(mesh, spec)))
+    return out, n_rows
+
+
+def replicate(tree: Any) -> Any:
+    """Params on every local device (replicated), so sharded batches need no transfers."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devs = jax.local_devices()
+    if len(devs) == 1:
+        return tree
+    sharding = NamedSharding(Mesh(np.array(devs), ("batch",)), PartitionSpec())
+    return jax.device_put(tree, sharding)
+
+
+def example_key(seed: int, *parts: str) -> np.ndarray:
+    """A PRNG key (uint32[2]) from a seed and strings, independent of batch composition."""
+    h = hashlib.sha256(("|".join((str(seed), *parts))).encode()).digest()
+    return np.frombuffer(h[:8], dtype=np.uint32).copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One clip, attacked towards ``target`` (a label index, or -1 when untargeted)."""
+
+    clip: Clip
+    target: int = -1
+
+    @property
+    def target_name(self) -> str:
+        return C.LABELS[self.target] if self.target >= 0 else ""
+
+
+def plan_batches(jobs: Sequence[Job], lengths: dict[str, int], batch_size: int) -> list[list[Job]]:
+    """Fixed batches: jobs grouped by bucket length (in job order), ``batch_size`` per batch."""
+    from jaxadv.frontend import bucket_length
+
+    buckets: dict[int, list[Job]] = {}
+    for j in jobs:
+        buckets.setdefault(bucket_length(lengths[j.clip.fname]), []).append(j)
+    out = []
+    for n in sorted(buckets):
+        b = buckets[n]
+        out += [b[i : i + batch_size] for i in range(0, len(b), batch_size)]
+    return out
+
+
+def stack(waves: dict[str, np.ndarray], jobs: Sequence[Job]) -> tuple[np.ndarray, np.ndarray]:
+    """``x [B, N]`` zero-padded to the batch's bucket and ``lengths [B]``."""
+    from jaxadv.frontend import bucket_length
+
+    lens = np.array([len(waves[j.clip.fname]) for j in jobs], np.int32)
+    n = bucket_length(int(lens.max()))
+    x = np.zeros((len(jobs), n), np.float32)
+    for i, j in enumerate(jobs):
+        x[i, : lens[i]] = waves[j.clip.fname]
+    return x, lens
+
+
+def clean_predictions(
+    model: LoadedModel, clips: Sequence[Clip], waves: dict[str, np.ndarray], batch_size: int
+) -> dict[str, tuple[int, float]]:
+    """``{fname: (predicted index, ground-truth probability)}`` on the clean clips."""
+    import jax
+
+    fn = jax.jit(model.classifier)
+    params = replicate(model.params)
+    jobs = [Job(c) for c in clips if c.fname in waves]
+    out: dict[str, tuple[int, float]] = {}
+    for batch in plan_batches(jobs, {k: len(v) for k, v in waves.items()}, batch_size):
+        x, lens = stack(waves, batch)
+        (xd, ld), n = shard([x, lens], len(batch))
+        probs = np.asarray(fn(params, xd, ld).probs)[:n]
+        for j, p in zip(batch, probs, strict=True):
+            out[j.clip.fname] = (int(p.argmax()), float(p[j.clip.label_index]))
+    return out
+
+
+def write_clean(path: Path, model: str, clips: Sequence[Clip], preds: dict) -> None:
+    """Append the clean predictions of one model to ``clean.csv`` (model, fname, label, pred, gt)."""
+    new = not path.exists()
+    with open(path, "a") as f:
+        if new:
+            f.write("model,fname,label,prediction,gt_conf,correct\n")
+        for c in clips:
+            if c.fname in preds:
+                p, g = preds[c.fname]
+                f.write(f"{model},{c.fname},{c.label},{C.LABELS[p]},{g:.6f},{int(p == c.label_index)}\n")
+
+
+def adv_filename(model: str, attack: str, job: Job) -> str:
+    stem = Path(job.clip.fname).stem
+    tgt = f"__to_{job.target_name}" if job.target >= 0 else ""
+    return f"audio/{model}/{attack}/{stem}{tgt}.wav"
+
+
+def run_batch(
+    model: LoadedModel,
+    attack_key: str,
+    config: Any,
+    jobs: Sequence[Job],
+    waves: dict[str, np.ndarray],
+    seed: int,
+) -> tuple[Any, np.ndarray, np.ndarray, float]:
+    """Attack one batch; returns ``(metrics (host arrays), x, adversarial, seconds)``."""
+    import jax
+
+    from jaxadv import attacks as A
+
+    x, lens = stack(waves, jobs)
+    labels = np.array([j.clip.label_index for j in jobs], np.int32)
+    targeted = any(j.target >= 0 for j in jobs)
+    targets = np.array([j.target for j in jobs], np.int32) if targeted else None
+    arrays = [x, lens, labels] + ([targets] if targeted else [])
+    kwargs: dict[str, Any] = {"config": config}
+    if attack_key == "noise":
+        arrays.append(np.stack([example_key(seed, model.name, j.clip.fname) for j in jobs]))
+    dev, n = shard(arrays, len(jobs))
+    xd, ld, yd = dev[:3]
+    rest = dev[3:]
+    if targeted:
+        kwargs["targets"] = rest.pop(0)
+    if attack_key == "noise":
+        kwargs["key"] = rest.pop(0)
+    params = replicate(model.params)
+    t0 = time.perf_counter()
+    res = A.ATTACKS[attack_key](model.classifier, params, xd, ld, yd, **kwargs)
+    met = A.evaluate(
+        model.classifier, params, xd, ld, yd, res, targets=kwargs.get("targets")
+    )
+    met = jax.tree.map(lambda a: np.asarray(a)[:n], met)
+    adv = np.asarray(res.adversarial)[:n]
+    return met, x, adv, time.perf_counter() - t0
+
+
+def rows_for_batch(
+    model: str, attack: str, jobs: Sequence[Job], met: Any, seconds: float, files: list[str]
+) -> list[dict[str, Any]]:
+    """Result rows (:data:`results.COLUMNS`) for one evaluated batch."""
+    rows = []
+    for i, j in enumerate(jobs):
+        orig, new = int(met.original[i]), int(met.new_label[i])
+        rows.append(
+            {
+                "model": model,
+                "attack": attack,
+                "fname": j.clip.fname,
+                "label": j.clip.label,
+                "target": j.target_name,
+                "original": C.LABELS[orig],
+                "adversarial": C.LABELS[new],
+                "success": int(bool(met.success[i])),
+                "gt_conf": float(met.gt_confidence[i]),
+                "new_conf": float(met.new_confidence[i]),
+                "gt_conf_adv": float(met.gt_confidence_adv[i]),
+                "target_conf": float(met.target_confidence[i]) if j.target >= 0 else None,
+                "snr_db": float(met.snr_db[i]),
+                "l2": float(met.l2[i]),
+                "linf": float(met.linf[i]),
+                "steps": int(met.steps[i]),
+                "seconds": seconds / len(jobs),
+                "adv_file": files[i],
+            }
+        )
+    return rows
+
+
+def sweep(
+    out: Path,
+    store: Any,
+    model: LoadedModel,
+    attacks: dict[str, tuple[str, Any]],
+    jobs: Sequence[Job],
+    waves: dict[str, np.ndarray],
+    *,
+    batch_size: int,
+    seed: int,
+    write_audio: bool,
+    progress: bool = True,
+) -> None:
+    """Run every attack on every job of one model, skipping batches already in ``store``."""
+    from tqdm import tqdm
+
+    from jaxadv import audio
+
+    lengths = {k: len(v) for k, v in waves.items()}
+    batches = plan_batches([j for j in jobs if j.clip.fname in waves], lengths, batch_size)
+    for name, (key, cfg) in attacks.items():
+        total = sum(len(b) for b in batches)
+        done = sum(
+            1 for b in batches for j in b if (model.name, name, j.clip.fname, j.target_name) in store
+        )
+        bar = tqdm(
+            total=total,
+            initial=done,
+            desc=f"{model.name}/{name}",
+            unit="ex",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        for b in batches:
+            if all((model.name, name, j.clip.fname, j.target_name) in store for j in b):
+                continue
+            met, x, adv, secs = run_batch(model, key, cfg, b, waves, seed)
+            files = [""] * len(b)
+            if write_audio:
+                for i, j in enumerate(b):
+                    rel = adv_filename(model.name, name, j)
+                    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                    audio.write_audio(out / rel, adv[i, : lengths[j.clip.fname]], subtype="FLOAT")
+                    files[i] = rel
+            store.append(rows_for_batch(model.name, name, b, met, secs, files))
+            bar.update(len(b))
+        bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folder bookkeeping
+# ---------------------------------------------------------------------------------------------
+
+
+def _jsonable(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {"type": type(v).__name__, **{k: _jsonable(x) for k, x in dataclasses.asdict(v).items()}}
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def write_config(out: Path, args: argparse.Namespace, extra: dict[str, Any]) -> Path:
+    """Write the resolved configuration of a run as ``config.json``."""
+    import jax
+
+    import jaxadv
+
+    doc = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "args": _jsonable(vars(args)),
+        "jaxadv": jaxadv.__version__,
+        "jax": jax.__version__,
+        "devices": [str(d) for d in jax.local_devices()],
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        **_jsonable(extra),
+    }
+    path = out / "config.json"
+    path.write_text(json.dumps(doc, indent=1))
+    return path
+
+
+def setup_run(args: argparse.Namespace, experiment: str) -> Path:
+    """Create the run folder and set up logging (bad files are reported by name)."""
+    out = Path(args.out or f"runs/{experiment}-{args.preset}")
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    return out
+
+
+def report_failures(out: Path, failures: Iterable[Failure]) -> None:
+    """Print and save the clips that could not be loaded (``skipped.txt``)."""
+    failures = list(failures)
+    if not failures:
+        return
+    lines = [f"{f.clip.fname}\t{f.message}" for f in failures]
+    (out / "skipped.txt").write_text("\n".join(lines) + "\n")
+    print(f"skipped {len(failures)} unreadable clip(s), listed in {out / 'skipped.txt'}:")
+    for line in lines:
+        print("  " + line)
+
+
+def correct_clips(clips: Sequence[Clip], preds: dict[str, tuple[int, float]]) -> list[Clip]:
+    """Clips the model classifies correctly (the authors attack only those, ORIGINALS.md §5.9)."""
+    return [c for c in clips if c.fname in preds and preds[c.fname][0] == c.label_index]
+
+
+def summary_lines(out: Path, files: Iterable[Path]) -> str:
+    return "\n".join(f"  {p.relative_to(out) if p.is_relative_to(out) else p}" for p in files)
+
+
+Factory = Callable[[], Any]
