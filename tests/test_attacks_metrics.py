@@ -87,4 +87,6 @@ def test_evaluate_target_confidence():
     )  # fmt: skip
     m = A.evaluate(fn, params, x, lengths, labels, res, targets=targets)
     p1 = np.asarray(fn(params, res.adversarial, lengths).probs)
-    np.testing.assert_allclose(np.asarray(m.target_confidence), p1[np.arange(4), targets], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(m.target_confidence), p1[np.arange(4), targets], rtol=1e-6
+    )

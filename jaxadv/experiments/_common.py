@@ -226,9 +226,7 @@ def parser(experiment: str, description: str) -> argparse.ArgumentParser:
         help="override one attack setting, e.g. --set cw.max_iterations=500 (repeatable)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for clip choice and noise")
-    p.add_argument(
-        "--no-audio", action="store_true", help="do not write adversarial WAV files"
-    )
+    p.add_argument("--no-audio", action="store_true", help="do not write adversarial WAV files")
     return p
 
 
@@ -240,7 +238,9 @@ def parse_checkpoints(items: Sequence[str], models: Sequence[str]) -> dict[str, 
             raise SystemExit(f"--checkpoint {item!r}: expected MODEL=DIR")
         name, d = item.split("=", 1)
         if name not in models:
-            raise SystemExit(f"--checkpoint {item!r}: {name!r} is not among --models {list(models)}")
+            raise SystemExit(
+                f"--checkpoint {item!r}: {name!r} is not among --models {list(models)}"
+            )
         out[name] = Path(d)
     for m in models:
         if m not in out:
@@ -463,7 +463,9 @@ def write_clean(path: Path, model: str, clips: Sequence[Clip], preds: dict) -> N
         for c in clips:
             if c.fname in preds:
                 p, g = preds[c.fname]
-                f.write(f"{model},{c.fname},{c.label},{C.LABELS[p]},{g:.6f},{int(p == c.label_index)}\n")
+                f.write(
+                    f"{model},{c.fname},{c.label},{C.LABELS[p]},{g:.6f},{int(p == c.label_index)}\n"
+                )
 
 
 def adv_filename(model: str, attack: str, job: Job) -> str:
@@ -503,9 +505,7 @@ def run_batch(
     params = replicate(model.params)
     t0 = time.perf_counter()
     res = A.ATTACKS[attack_key](model.classifier, params, xd, ld, yd, **kwargs)
-    met = A.evaluate(
-        model.classifier, params, xd, ld, yd, res, targets=kwargs.get("targets")
-    )
+    met = A.evaluate(model.classifier, params, xd, ld, yd, res, targets=kwargs.get("targets"))
     met = jax.tree.map(lambda a: np.asarray(a)[:n], met)
     adv = np.asarray(res.adversarial)[:n]
     return met, x, adv, time.perf_counter() - t0
@@ -566,7 +566,10 @@ def sweep(
     for name, (key, cfg) in attacks.items():
         total = sum(len(b) for b in batches)
         done = sum(
-            1 for b in batches for j in b if (model.name, name, j.clip.fname, j.target_name) in store
+            1
+            for b in batches
+            for j in b
+            if (model.name, name, j.clip.fname, j.target_name) in store
         )
         bar = tqdm(
             total=total,
@@ -600,7 +603,10 @@ def sweep(
 
 def _jsonable(v: Any) -> Any:
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {"type": type(v).__name__, **{k: _jsonable(x) for k, x in dataclasses.asdict(v).items()}}
+        return {
+            "type": type(v).__name__,
+            **{k: _jsonable(x) for k, x in dataclasses.asdict(v).items()},
+        }
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
@@ -636,7 +642,13 @@ def setup_run(args: argparse.Namespace, experiment: str) -> Path:
     """Create the run folder and set up logging (bad files are reported by name)."""
     out = Path(args.out or f"runs/{experiment}-{args.preset}")
     out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # Our loggers only (jaxadv.*): bad files by name; the root logger stays quiet (orbax, jax).
+    root = logging.getLogger("jaxadv")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
     return out
 
 
@@ -662,3 +674,130 @@ def summary_lines(out: Path, files: Iterable[Path]) -> str:
 
 
 Factory = Callable[[], Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# One run of an experiment: the parts every command shares
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    """The state of one run: folder, models, clips, waveforms, result store."""
+
+    out: Path
+    args: argparse.Namespace
+    experiment: str
+    models: list[LoadedModel]
+    clips: list[Clip]
+    waves: dict[str, np.ndarray]
+    store: Any
+    failures: list[Failure]
+    preds: dict[str, dict[str, tuple[int, float]]] = dataclasses.field(default_factory=dict)
+
+    def attacks(self, model: str) -> dict[str, tuple[str, Any]]:
+        """The attacks of this experiment for one model, with the ``--set`` overrides."""
+        return apply_overrides(
+            attack_configs(self.experiment, self.args.preset, model), self.args.set
+        )
+
+
+def _fingerprint(args: argparse.Namespace, experiment: str) -> dict[str, Any]:
+    keys = ("preset", "data", "split", "per_class", "batch_size", "set", "seed", "checkpoint")
+    return {"experiment": experiment, **{k: _jsonable(getattr(args, k)) for k in keys}}
+
+
+def start_run(
+    args: argparse.Namespace, experiment: str, classes: Sequence[str] | None = None
+) -> Run:
+    """Resolve flags, check a resumed folder holds the same run, load clips and models."""
+    from jaxadv.experiments.results import ResultStore
+
+    out = setup_run(args, experiment)
+    if args.batch_size < 1:
+        raise SystemExit("--batch-size must be at least 1")
+    names = parse_models(args.models)
+    if args.per_class is None:
+        args.per_class = C.UNTARGETED_PER_CLASS if args.preset == "paper" else 2
+    fp = _fingerprint(args, experiment)
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text()).get("fingerprint")
+        if old is not None and old != fp:
+            diff = sorted(k for k in fp if fp[k] != old.get(k))
+            raise SystemExit(
+                f"{out} holds a run with other settings ({', '.join(diff)}); resume it with the "
+                "same flags, or choose another --out"
+            )
+    checkpoints = parse_checkpoints(args.checkpoint, names)
+    missing = [f"{m}: {d}" for m, d in checkpoints.items() if not d.is_dir()]
+    if missing:
+        raise SystemExit("checkpoint folder(s) not found: " + "; ".join(missing))
+    clips = select_clips(args.data, args.split, args.per_class, args.seed, classes)
+    if not clips:
+        raise SystemExit("no clips selected (check --data, --split and --per-class)")
+    failures: list[Failure] = []
+    waves = load_waves(clips, args.preset, failures)
+    report_failures(out, failures)
+    models = load_models(names, checkpoints, args.preset)
+    run = Run(
+        out, args, experiment, models, clips, waves, ResultStore(out / "results.csv"), failures
+    )
+    write_config(
+        out,
+        args,
+        {
+            "experiment": experiment,
+            "fingerprint": fp,
+            "note": DEMO_NOTE if args.preset == "demo" else "",
+            "attacks": {m.name: run.attacks(m.name) for m in models},
+            "models": {
+                m.name: {
+                    "checkpoint": str(m.checkpoint),
+                    "frontend": getattr(m.classifier.frontend, "name", None),
+                    "width": getattr(m.classifier.model_config, "width", None),
+                    "source": m.meta.get("source"),
+                }
+                for m in models
+            },
+            "clips": [c.fname for c in clips if c.fname in waves],
+            "skipped": [f.clip.fname for f in failures],
+        },
+    )
+    return run
+
+
+def clean_pass(run: Run) -> Path:
+    """Clean predictions of every model (``clean.csv``) and a clean-accuracy table."""
+    from jaxadv.experiments.tables import Table
+
+    path = run.out / "clean.csv"
+    path.unlink(missing_ok=True)
+    rows = []
+    for m in run.models:
+        preds = clean_predictions(m, run.clips, run.waves, run.args.batch_size)
+        run.preds[m.name] = preds
+        write_clean(path, m.name, run.clips, preds)
+        n = len(preds)
+        ok = len(correct_clips(run.clips, preds))
+        gt = [g for _, g in preds.values()]
+        rows.append((m.name, n, 100.0 * ok / n if n else float("nan"), float(np.mean(gt))))
+    Table(
+        "Clean accuracy on the selected clips (only correctly classified clips are attacked)",
+        ("Model", "Clips", "Accuracy %", "Mean GT confidence"),
+        tuple(rows),
+    ).write(run.out, "clean_accuracy")
+    return path
+
+
+def print_outputs(run: Run, tables: Sequence[Any], files: Sequence[Path]) -> None:
+    """Print the tables and where every file of the run went."""
+    if run.args.preset == "demo":
+        print("\n" + DEMO_NOTE)
+    for t in tables:
+        print("\n" + t.to_markdown())
+    print(f"Run folder: {run.out}")
+    print(summary_lines(run.out, files))
+    n_audio = len(list((run.out / "audio").rglob("*.wav"))) if (run.out / "audio").is_dir() else 0
+    if n_audio:
+        print(f"  audio/: {n_audio} adversarial WAV files (32 kHz, float)")

@@ -28,9 +28,11 @@ class Table:
     header: tuple[str, ...]
     rows: tuple[tuple[Any, ...], ...]
     note: str = ""
+    digits: int = 4  # decimals of numbers below 10 in Markdown (2 for larger ones)
 
-    def to_markdown(self, digits: int = 4) -> str:
-        """GitHub Markdown, numbers rounded to ``digits`` significant decimals."""
+    def to_markdown(self, digits: int | None = None) -> str:
+        """GitHub Markdown, numbers below 10 with ``digits`` decimals, larger ones with 2."""
+        digits = self.digits if digits is None else digits
         lines = [f"**{self.title}**", ""] if self.title else []
         lines.append("| " + " | ".join(self.header) + " |")
         lines.append("|" + "|".join("---" for _ in self.header) + "|")
@@ -155,12 +157,13 @@ def table4(rows: Sequence[Row], attack: str, labels: Sequence[str]) -> Table:
 def success_matrix(rows: Sequence[Row], attack: str, labels: Sequence[str]) -> Table:
     """Figure 2's numbers: targeted success % per source→target pair, all models."""
     sel = [r for r in rows if r["attack"] == attack]
-    return pair_matrix(
+    t = pair_matrix(
         sel,
         labels,
         lambda rs: 100.0 * sum(bool(r["success"]) for r in rs) / len(rs) if rs else float("nan"),
         f"Targeted {attack} success % per source→target pair, all models",
     )
+    return dataclasses.replace(t, digits=2)
 
 
 def table5(transfer_rows: Sequence[Row], models: Sequence[str]) -> Table:
@@ -189,4 +192,5 @@ def table5(transfer_rows: Sequence[Row], models: Sequence[str]) -> Table:
         tuple(out),
         "Rows: the model the adversarial examples are applied to; columns: the model they were "
         "made for. Only successful examples on clips both models classify correctly count.",
+        digits=2,
     )

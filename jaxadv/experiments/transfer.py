@@ -1,0 +1,130 @@
+"""Experiment 3 (transferability): each model's DeepFool and C&W examples tested on every other model.
+
+``python -m jaxadv.experiments.transfer`` runs untargeted DeepFool and C&W on every model (or
+reuses an untargeted run with ``--from-untargeted DIR``), then feeds every successful adversarial
+clip to every other model. A clip counts for a pair (source, target model) only if both models
+classify the clean clip correctly; it *transfers* if the other model's prediction on the
+adversarial clip is no longer the ground truth. Writes ``transfer.csv`` (one row per example and
+other model), the paper's Table 5 (Markdown and CSV), ``results.csv`` of the attacks and
+``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxadv import audio
+from jaxadv import config as C
+from jaxadv.experiments import _common as E
+from jaxadv.experiments import results, tables
+
+TRANSFER_COLUMNS = (
+    "source_model",  # the model the adversarial example was made for
+    "attack",
+    "fname",
+    "label",
+    "eval_model",  # the model it is applied to
+    "eval_prediction",  # that model's prediction on the adversarial clip
+    "fooled",  # 1 if eval_prediction != label
+)
+
+
+def evaluate_transfer(run: E.Run, rows: Sequence[dict], base: Path) -> list[dict]:
+    """Apply every successful example of ``rows`` (audio under ``base``) to every other model."""
+    ok = [r for r in rows if r["success"] and r["adv_file"] and r["attack"] in ("deepfool", "cw")]
+    advs = {}
+    for r in ok:
+        advs[(r["model"], r["attack"], r["fname"])] = audio.load_audio(base / r["adv_file"])
+    out = []
+    for m in run.models:
+        fn = jax.jit(m.classifier)
+        params = E.replicate(m.params)
+        correct = {c.fname for c in E.correct_clips(run.clips, run.preds[m.name])}
+        todo = [r for r in ok if r["model"] != m.name and r["fname"] in correct]
+        # one batch plan over the adversarial clips, keyed like clips
+        waves = {str(i): advs[(r["model"], r["attack"], r["fname"])] for i, r in enumerate(todo)}
+        jobs = [E.Job(_Key(str(i))) for i in range(len(todo))]
+        for batch in E.plan_batches(
+            jobs, {k: len(v) for k, v in waves.items()}, run.args.batch_size
+        ):
+            x, lens = E.stack(waves, batch)
+            (xd, ld), n = E.shard([x, lens], len(batch))
+            pred = np.asarray(fn(params, xd, ld).probs)[:n].argmax(-1)
+            for j, p in zip(batch, pred, strict=True):
+                r = todo[int(j.clip.fname)]
+                out.append(
+                    {
+                        "source_model": r["model"],
+                        "attack": r["attack"],
+                        "fname": r["fname"],
+                        "label": r["label"],
+                        "eval_model": m.name,
+                        "eval_prediction": C.LABELS[int(p)],
+                        "fooled": int(C.LABELS[int(p)] != r["label"]),
+                    }
+                )
+    return out
+
+
+class _Key:
+    """A stand-in clip for batching adversarial waveforms by index."""
+
+    def __init__(self, fname: str):
+        self.fname = fname
+
+
+def run(args: argparse.Namespace) -> E.Run:
+    """Run (or resume) Experiment 3 with parsed flags; returns the run."""
+    r = E.start_run(args, "transfer")
+    E.clean_pass(r)
+    names = [m.name for m in r.models]
+    if args.from_untargeted:
+        base = Path(args.from_untargeted)
+        src = results.ResultStore(base / "results.csv").rows()
+        rows = [x for x in src if x["model"] in names and x["fname"] in r.waves]
+        if not rows:
+            raise SystemExit(f"{base / 'results.csv'} has no rows for these models and clips")
+    else:
+        base = r.out
+        for m in r.models:
+            jobs = [E.Job(c) for c in E.correct_clips(r.clips, r.preds[m.name])]
+            E.sweep(
+                r.out, r.store, m, r.attacks(m.name), jobs, r.waves,
+                batch_size=args.batch_size, seed=args.seed, write_audio=True,
+            )  # fmt: skip
+        rows = [x for x in r.store.rows() if x["model"] in names and x["fname"] in r.waves]
+    trows = evaluate_transfer(r, rows, base)
+    with open(r.out / "transfer.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, TRANSFER_COLUMNS)
+        w.writeheader()
+        w.writerows(trows)
+    t5 = tables.table5(trows, names)
+    t5.write(r.out, "table5")
+    per_attack = [
+        tables.table5([t for t in trows if t["attack"] == a], names) for a in ("deepfool", "cw")
+    ]
+    for a, t in zip(("deepfool", "cw"), per_attack, strict=True):
+        t = tables.Table(t.title.replace("DeepFool and C&W", a), t.header, t.rows, t.note)
+        t.write(r.out, f"table5_{a}")
+    files = sorted(p for p in r.out.iterdir() if p.is_file())
+    E.print_outputs(r, [t5], files)
+    return r
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = E.parser("transfer", __doc__.split("\n\n")[0])
+    p.add_argument(
+        "--from-untargeted", default=None, metavar="DIR",
+        help="reuse the DeepFool and C&W examples of an untargeted run folder (same data flags)",
+    )  # fmt: skip
+    run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Experiment 1 (untargeted): white noise, FGSM, DeepFool and C&W against each model.
+
+``python -m jaxadv.experiments.untargeted`` writes, in its run folder: ``results.csv``/``.json``
+(one row per model × attack × clip), the paper's Table 2 and Table 3 (a) DeepFool / (b) C&W as
+Markdown and CSV, Figure 1 (distribution of adversarial labels), Figure 3 (spectrograms of a clip
+and its C&W and DeepFool versions, one per model), the adversarial audio and ``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from jaxadv.experiments import _common as E
+from jaxadv.experiments import figures, results, tables
+
+ATTACK_ORDER = ("noise", "fgsm", "deepfool", "cw")
+
+
+def figure3(run: E.Run, model: str, rows: Sequence[dict], fname: str | None = None) -> Path | None:
+    """Spectrograms of one clip and its C&W and DeepFool versions (SNR in the titles).
+
+    Uses ``fname`` if given, else the first clip on which both attacks succeeded on ``model``.
+    """
+    from jaxadv import audio
+
+    mine = [r for r in rows if r["model"] == model and r["adv_file"]]
+    by = {(r["attack"], r["fname"]): r for r in mine}
+    names = [fname] if fname else [r["fname"] for r in mine if r["attack"] == "cw"]
+    for f in names:
+        cw, df = by.get(("cw", f)), by.get(("deepfool", f))
+        if cw and df and cw["success"] and df["success"]:
+            break
+    else:
+        return None
+    panels = [(f"{cw['label']} ({f})", run.waves[f])]
+    for title, r in (("C&W", cw), ("DeepFool", df)):
+        adv = audio.load_audio(run.out / r["adv_file"])
+        panels.append((f"{title} → {r['adversarial']} ({r['snr_db']:.1f} dB)", adv))
+    return figures.spectrograms(panels, run.out / f"figure3_{model}.png")
+
+
+def report(run: E.Run) -> list[tables.Table]:
+    """Tables 2 and 3, Figures 1 and 3 and results.json from the stored rows of this run."""
+    names = [m.name for m in run.models]
+    keep = set(run.waves)
+    rows = [r for r in run.store.rows() if r["model"] in names and r["fname"] in keep]
+    results.write_json(run.out / "results.json", rows)
+    t2 = tables.table2(rows, ATTACK_ORDER)
+    t3a = tables.table3(rows, "deepfool", names)
+    t3b = tables.table3(rows, "cw", names)
+    t2.write(run.out, "table2")
+    t3a.write(run.out, "table3a_deepfool")
+    t3b.write(run.out, "table3b_cw")
+    figures.label_distribution(rows, ["deepfool", "cw"], run.out / "figure1.png")
+    for m in names:
+        figure3(run, m, rows, run.args.figure3)
+    return [t2, t3a, t3b]
+
+
+def run(args: argparse.Namespace) -> E.Run:
+    """Run (or resume) Experiment 1 with parsed flags; returns the run."""
+    r = E.start_run(args, "untargeted")
+    E.clean_pass(r)
+    for m in r.models:
+        jobs = [E.Job(c) for c in E.correct_clips(r.clips, r.preds[m.name])]
+        E.sweep(
+            r.out, r.store, m, r.attacks(m.name), jobs, r.waves,
+            batch_size=args.batch_size, seed=args.seed, write_audio=not args.no_audio,
+        )  # fmt: skip
+    ts = report(r)
+    files = sorted(p for p in r.out.iterdir() if p.is_file())
+    E.print_outputs(r, ts, files)
+    return r
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = E.parser("untargeted", __doc__.split("\n\n")[0])
+    p.add_argument(
+        "--figure3", default=None, metavar="FNAME",
+        help="clip shown in Figure 3 (default: the first on which C&W and DeepFool both succeed)",
+    )  # fmt: skip
+    run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()
