@@ -71,19 +71,14 @@ def fit_standardisation(
 def load_folder(directory: str | Path, sample_rate: int = C.SAMPLE_RATE) -> Iterator[np.ndarray]:
     """Mono float32 waveforms of every audio file in ``directory`` (sorted), at ``sample_rate``.
 
-    soundfile reads the native rate, channels are averaged (librosa ``mono=True``) and
-    ``librosa.resample`` converts the rate with its default resampler (soxr 'HQ'); Iqbal used
-    librosa 0.6.2's 'kaiser_best' (resampy), which is not a dependency here.
+    Loaded with :func:`jaxadv.audio.load_audio` (channels averaged, soxr HQ resampling; bad files
+    raise an error naming them). Iqbal used librosa 0.6.2's 'kaiser_best' (resampy), which is not
+    a dependency here.
     """
-    import librosa
-    import soundfile as sf
+    from jaxadv.audio import load_audio
 
     files = sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise ValueError(f"{directory}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
     for p in files:
-        x, sr = sf.read(p, dtype="float32", always_2d=True)
-        x = x.mean(axis=1)
-        if sr != sample_rate:
-            x = librosa.resample(x, orig_sr=sr, target_sr=sample_rate).astype(np.float32)
-        yield x
+        yield load_audio(p, sample_rate=sample_rate)
