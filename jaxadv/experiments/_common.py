@@ -642,13 +642,9 @@ def setup_run(args: argparse.Namespace, experiment: str) -> Path:
     """Create the run folder and set up logging (bad files are reported by name)."""
     out = Path(args.out or f"runs/{experiment}-{args.preset}")
     out.mkdir(parents=True, exist_ok=True)
-    # Our loggers only (jaxadv.*): bad files by name; the root logger stays quiet (orbax, jax).
-    root = logging.getLogger("jaxadv")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
+    from jaxadv import logs
+
+    logs.setup()
     return out
 
 

@@ -1,0 +1,406 @@
+"""Iqbal et al.'s training recipe in JAX: config, the jitted step, and the resumable fit loop.
+
+Recipe (tqbl/dcase2018_task2 ``task2/training.py``, ``task2/mixup.py``,
+``task2/config/training.py``; ORIGINALS.md §4.1): Adam 5e-4, multiplied by 0.9 at the start of
+every even epoch (Keras' ``LearningRateScheduler`` with ``epoch % 2 == 0``, so already at epoch
+0), batch 128, 40 epochs, ``len(train chunks) // 128`` steps per epoch, mixup with
+alpha = 1 on class-balanced pairs, labels mixed too, standardisation with one scalar mean/std
+fitted on the training chunks and applied after mixing, categorical cross-entropy with optional
+weights for unverified clips, batch norm in training mode (momentum 0.99, epsilon 1e-3).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxadv import config as C
+from jaxadv.classifier import Classifier
+from jaxadv.datasets import Clip, Failure
+from jaxadv.frontend import standardise
+from jaxadv.train import _data as D
+
+log = logging.getLogger("jaxadv.train")
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (defaults: Iqbal's recipe for the paper's models)."""
+
+    model: str  # registry name: vgg13, crnn, gcnn, dense_mel, dense_wav
+    width: float = 1.0  # width multiplier (1.0 = the paper's model)
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 5e-4
+    lr_decay: float = 0.9  # multiplied in at every epoch with epoch % lr_decay_every == 0
+    lr_decay_every: int = 2
+    mixup_alpha: float = 1.0  # Beta(alpha, alpha) mixing weights; 0 disables mixup
+    adam_eps: float = 1e-7  # Keras 2.2.4's K.epsilon()
+    unverified_weight: float = 1.0  # sample weight of clips with manually_verified == 0
+    val_fold: int | None = None  # Iqbal's fold column; else a seeded fraction
+    val_fraction: float = 0.1  # 0 trains on everything (Iqbal's 'all')
+    seed: int = 1000  # Iqbal's initial_seed
+    save_every: int = 200  # steps between saved training states (and at every epoch end)
+    merge: str = "gmean"  # clip merge of Iqbal chunk predictions for evaluation (Iqbal: gmean)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate during 0-based ``epoch``: ``lr * decay ** (epoch // every + 1)``.
+
+    Keras calls the schedule at the start of each epoch with the current rate and Iqbal's schedule
+    decays when ``epoch % 2 == 0``, so epochs 0-1 already run at ``lr * 0.9``.
+    """
+    return cfg.learning_rate * cfg.lr_decay ** (epoch // cfg.lr_decay_every + 1)
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Adam (Keras 2.2.4 defaults, epsilon 1e-7) with the per-epoch schedule.
+
+    Keras folds the bias corrections into the step size (``lr * sqrt(1 - b2^t) / (1 - b1^t)``
+    with ``eps`` added to the uncorrected ``sqrt(v)``); optax adds ``eps`` to the corrected
+    ``sqrt(v_hat)``. The two differ only while ``sqrt(v)`` is comparable to ``eps``.
+    """
+
+    def schedule(step: Array) -> Array:
+        epoch = step // steps_per_epoch
+        exponent = epoch // cfg.lr_decay_every + 1
+        return cfg.learning_rate * jnp.power(cfg.lr_decay, exponent.astype(jnp.float32))
+
+    return optax.adam(schedule, b1=0.9, b2=0.999, eps=cfg.adam_eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# The jitted step
+# ---------------------------------------------------------------------------------------------
+
+
+def _log_probs(clf: Classifier, variables: Any, x: Array, lengths: Array) -> tuple[Array, Any]:
+    """Training-mode forward: log class probabilities ``[B, C]`` and the new batch statistics."""
+    module = clf.module()
+    if clf.family == "iqbal":
+        logits, upd = module.apply(variables, x[..., None], train=True, mutable=["batch_stats"])
+        return jax.nn.log_softmax(logits, axis=-1), upd["batch_stats"]
+    heads, upd = module.apply(variables, x, lengths, train=True, mutable=["batch_stats"])
+    # The Cochlear models' output is the mean of the heads' softmaxes (Keras' Average layer);
+    # Keras' categorical cross-entropy clips it to [1e-7, 1 - 1e-7] before the log.
+    probs = jnp.mean(jax.nn.softmax(heads, axis=-1), axis=1)
+    return jnp.log(jnp.clip(probs, 1e-7, 1.0 - 1e-7)), upd["batch_stats"]
+
+
+@functools.partial(jax.jit, static_argnames=("clf", "optimizer"), donate_argnames=("state",))
+def train_step(
+    clf: Classifier,
+    optimizer: optax.GradientTransformation,
+    state: dict[str, Any],
+    norm: dict[str, Array],
+    x1: Array,
+    x2: Array,
+    len1: Array,
+    len2: Array,
+    y1: Array,
+    y2: Array,
+    w1: Array,
+    w2: Array,
+    lam: Array,
+) -> tuple[dict[str, Any], dict[str, Array]]:
+    """One mixup step on a batch of example pairs; returns the new state and metrics.
+
+    ``x = lam * x1 + (1 - lam) * x2`` (and the one-hot labels, and the sample weights, alike), then
+    standardised (Iqbal models), forward in training mode, Keras' weighted mean of the
+    cross-entropy ``mean(w * ce) / mean(w != 0)``, one Adam update.
+    """
+    shape = (-1,) + (1,) * (x1.ndim - 1)
+    x = lam.reshape(shape) * x1.astype(jnp.float32) + (1 - lam.reshape(shape)) * x2.astype(
+        jnp.float32
+    )
+    if clf.family == "iqbal":
+        x = standardise(x, norm["mean"], norm["std"])
+    lengths = jnp.maximum(len1, len2)
+    n_cls = clf.num_classes
+    y = lam[:, None] * jax.nn.one_hot(y1, n_cls) + (1 - lam[:, None]) * jax.nn.one_hot(y2, n_cls)
+    w = lam * w1 + (1 - lam) * w2
+
+    def loss_fn(params: Any) -> tuple[Array, tuple[Any, Array]]:
+        variables = {"params": params, "batch_stats": state["batch_stats"]}
+        logp, stats = _log_probs(clf, variables, x, lengths)
+        ce = -jnp.sum(y * logp, axis=-1)
+        loss = jnp.mean(ce * w) / jnp.maximum(jnp.mean((w != 0).astype(jnp.float32)), 1e-12)
+        return loss, (stats, logp)
+
+    (loss, (stats, logp)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    new = {
+        "params": optax.apply_updates(state["params"], updates),
+        "batch_stats": stats,
+        "opt_state": opt_state,
+        "step": state["step"] + 1,
+    }
+    acc = jnp.mean(jnp.argmax(logp, -1) == jnp.argmax(y, -1))
+    return new, {"loss": loss, "acc": acc}
+
+
+# ---------------------------------------------------------------------------------------------
+# The fit loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _manager(path: Path):
+    import orbax.checkpoint as ocp
+
+    # Orbax writes each step into a temporary folder and renames it when complete, so a kill
+    # during a save leaves the previous state intact.
+    return ocp.CheckpointManager(
+        path.absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+    )
+
+
+def _evaluate(clf: Classifier, params: Any, clips: Sequence[Clip]) -> dict[str, float]:
+    if not clips:
+        return {"acc": math.nan, "map3": math.nan, "n": 0}
+    probs, labels = D.clip_predictions(clf, params, clips)
+    return {
+        "acc": float(np.mean(probs.argmax(1) == labels)) if len(labels) else math.nan,
+        "map3": D.map_at_k(labels, probs, 3),
+        "n": int(len(labels)),
+    }
+
+
+def fit(
+    cfg: TrainConfig,
+    train_clips: Sequence[Clip],
+    out: str | Path,
+    *,
+    val_clips: Sequence[Clip] = (),
+    test_clips: Sequence[Clip] = (),
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) a model in folder ``out``; returns the final report.
+
+    Writes ``out/examples/`` (cached training examples), ``out/state/`` (resumable training
+    state every ``cfg.save_every`` steps and each epoch end), ``out/history.csv`` (per-epoch
+    loss, accuracy, validation accuracy and MAP@3), ``out/model/`` (the final model, a
+    :func:`jaxadv.checkpoint.save_checkpoint` folder with the same sidecar as converted models),
+    ``out/best/`` (the epoch with the best validation MAP@3, when validating), and
+    ``out/table1.{md,json}`` (train and test accuracy, the paper's Table 1).
+
+    Args:
+      cfg: hyper-parameters.
+      train_clips: training clips (the validation fold already removed, see
+        :func:`jaxadv.train.split_train_val`).
+      out: run folder; an existing state is resumed from its last saved step.
+      val_clips: clips evaluated after every epoch (accuracy, MAP@3).
+      test_clips: clips of the final test accuracy (Table 1).
+      stop_after: stop (after saving) once this many steps are done in total — a deliberate
+        interruption, for tests.
+      progress: show progress bars.
+    """
+    from tqdm import tqdm
+
+    from jaxadv.checkpoint import save_checkpoint
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "train.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old["config"] != cfg.to_dict():
+            raise ValueError(
+                f"{out} holds a training run with another configuration; resume it with the same "
+                "settings or choose another output folder"
+            )
+    clf = Classifier.build(cfg.model, width=cfg.width, merge=cfg.merge)
+    failures: list[Failure] = []
+    cache = out / "examples"
+    if (cache / "labels.npy").exists():
+        ex = D.load_examples(cache)
+    else:
+        ex = D.extract_examples(
+            clf.family, train_clips, unverified_weight=cfg.unverified_weight,
+            failures=failures, progress=progress,
+        )  # fmt: skip
+        D.save_examples(cache, ex)
+        ex = D.load_examples(cache)
+    if clf.family == "iqbal":
+        # keras-preprocessing's ImageDataGenerator.fit: one scalar mean and population std
+        x32 = np.asarray(ex.x, np.float32)
+        mean = float(np.mean(x32))
+        std = float(np.std(x32))
+        del x32
+    else:
+        mean, std = 0.0, 1.0
+    n_ex = len(ex.labels)
+    spe = n_ex // cfg.batch_size
+    if spe < 1:
+        raise ValueError(
+            f"{n_ex} training examples are fewer than one batch of {cfg.batch_size}; "
+            "lower --batch-size"
+        )
+    meta = {
+        "config": cfg.to_dict(),
+        "examples": n_ex,
+        "steps_per_epoch": spe,
+        "mean": mean,
+        "std": std,
+        "skipped": [f.clip.fname for f in failures],
+    }
+    meta_path.write_text(json.dumps(meta, indent=1))
+    optimizer = make_optimizer(cfg, spe)
+    params = clf.init_params(jax.random.key(cfg.seed), mean=mean, std=std)
+    norm = params.get("norm", {"mean": jnp.float32(0), "std": jnp.float32(1)})
+    state = {
+        "params": params["model"]["params"],
+        "batch_stats": params["model"]["batch_stats"],
+        "opt_state": optimizer.init(params["model"]["params"]),
+        "step": jnp.zeros((), jnp.int32),
+    }
+    history: list[dict[str, Any]] = []
+    mngr = _manager(out / "state")
+    if mngr.latest_step() is not None:
+        import orbax.checkpoint as ocp
+
+        step0 = mngr.latest_step()
+        state = mngr.restore(step0, args=ocp.args.StandardRestore(jax.tree.map(np.asarray, state)))
+        state = jax.tree.map(jnp.asarray, state)
+        hist_path = out / "history.json"
+        history = json.loads(hist_path.read_text()) if hist_path.exists() else []
+        history = [h for h in history if h["epoch"] < step0 // spe]
+        log.info("resuming %s from step %d (epoch %d)", out, step0, step0 // spe)
+    print(f"training {cfg.model} (width {cfg.width}) on {jax.devices()[0].platform}: "
+          f"{n_ex} examples, {spe} steps/epoch, {cfg.epochs} epochs")  # fmt: skip
+
+    def as_params(st: dict[str, Any]) -> dict[str, Any]:
+        p = {"model": {"params": st["params"], "batch_stats": st["batch_stats"]}}
+        if clf.family == "iqbal":
+            p["norm"] = norm
+        return p
+
+    total = cfg.epochs * spe
+    step = int(state["step"])
+    best = max((h.get("val_map3", -math.inf) for h in history), default=-math.inf)
+    bar = tqdm(total=total, initial=step, unit="step", disable=not progress, dynamic_ncols=True)
+    while step < total:
+        epoch, k0 = divmod(step, spe)
+        plan = D.epoch_plan(ex.labels, spe, cfg.batch_size, cfg.mixup_alpha, cfg.seed, epoch)
+        if cfg.mixup_alpha <= 0:
+            plan = dataclasses.replace(plan, lam=np.ones_like(plan.lam))
+        t0, losses, accs = time.perf_counter(), [], []
+        for k in range(k0, spe):
+            a, b = np.sort(plan.first[k]), np.sort(plan.second[k])
+            # memory-mapped gathers are fastest on sorted indices; undo the sort afterwards
+            ia, ib = np.argsort(np.argsort(plan.first[k])), np.argsort(np.argsort(plan.second[k]))
+            x1, x2 = np.asarray(ex.x[a])[ia], np.asarray(ex.x[b])[ib]
+            f, s = plan.first[k], plan.second[k]
+            state, m = train_step(
+                clf, optimizer, state, norm, x1, x2, ex.lengths[f], ex.lengths[s],
+                ex.labels[f], ex.labels[s], ex.weight[f], ex.weight[s], plan.lam[k],
+            )  # fmt: skip
+            losses.append(m["loss"])
+            accs.append(m["acc"])
+            step += 1
+            bar.update(1)
+            if (step % cfg.save_every == 0 or step == stop_after) and k < spe - 1:
+                mngr.save(step, args=_save_args(state))
+                mngr.wait_until_finished()
+            if step == stop_after and k < spe - 1:
+                bar.close()
+                return {"stopped_at": step}
+        row = {
+            "epoch": epoch,
+            "lr": lr_at_epoch(cfg, epoch),
+            "loss": float(np.mean([float(v) for v in losses])) if losses else math.nan,
+            "train_batch_acc": float(np.mean([float(v) for v in accs])) if accs else math.nan,
+            "seconds": time.perf_counter() - t0,
+        }
+        if val_clips:
+            v = _evaluate(clf, as_params(state), val_clips)
+            row.update(val_acc=v["acc"], val_map3=v["map3"])
+            if v["map3"] > best:
+                best = v["map3"]
+                _save_model(out / "best", clf, as_params(state), cfg, extra={"epoch": epoch})
+        history.append(row)
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        _write_history_csv(out / "history.csv", history)
+        # the epoch's state is saved after its history row, so a resumed run never lacks a row
+        mngr.save(step, args=_save_args(state))
+        mngr.wait_until_finished()
+        bar.write(
+            f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, batch acc "
+            f"{row['train_batch_acc']:.3f}"
+            + (f", val acc {row['val_acc']:.3f}, MAP@3 {row['val_map3']:.3f}" if val_clips else "")
+        )
+        if step == stop_after:
+            bar.close()
+            return {"stopped_at": step}
+    bar.close()
+    final = as_params(state)
+    _save_model(out / "model", clf, final, cfg, extra={"epoch": cfg.epochs - 1})
+    train_eval = _evaluate(clf, final, train_clips)
+    test_eval = _evaluate(clf, final, test_clips)
+    report = {
+        "model": cfg.model,
+        "width": cfg.width,
+        "train_accuracy": train_eval["acc"],
+        "train_clips": train_eval["n"],
+        "test_accuracy": test_eval["acc"],
+        "test_map3": test_eval["map3"],
+        "test_clips": test_eval["n"],
+        "epochs": cfg.epochs,
+        "history": history,
+    }
+    (out / "table1.json").write_text(json.dumps(report, indent=1))
+    (out / "table1.md").write_text(table1_markdown([report]))
+    print(table1_markdown([report]))
+    return report
+
+
+def _save_args(state: dict[str, Any]):
+    import orbax.checkpoint as ocp
+
+    return ocp.args.StandardSave(state)
+
+
+def _save_model(path: Path, clf: Classifier, params: Any, cfg: TrainConfig, extra: dict) -> None:
+    from jaxadv.checkpoint import save_checkpoint
+
+    save_checkpoint(
+        path, clf, params, labels=C.LABELS, source="trained",
+        extra={"training": cfg.to_dict(), **extra}, overwrite=True,
+    )  # fmt: skip
+
+
+def _write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    keys = list(dict.fromkeys(k for h in history for k in h))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(history)
+
+
+def table1_markdown(reports: Sequence[dict[str, Any]]) -> str:
+    """The paper's Table 1 (model, training accuracy, test accuracy) as Markdown."""
+    lines = ["| Model | Width | Training | Test |", "|---|---|---|---|"]
+    for r in reports:
+        lines.append(
+            f"| {r['model']} | {r['width']} | {r['train_accuracy']:.4f} | {r['test_accuracy']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,230 @@
+"""Training: the recipe's pieces (schedule, sampling, mixup, MAP@3), a few steps lowering the loss,
+exact resumption, and the committed demo models' accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import soundfile as sf
+
+from jaxadv import config as C
+from jaxadv import datasets as D
+from jaxadv.classifier import Classifier
+from jaxadv.train import (
+    TrainConfig,
+    epoch_plan,
+    fit,
+    lr_at_epoch,
+    make_optimizer,
+    map_at_k,
+    segment_starts,
+    split_train_val,
+    train_step,
+)
+
+LABELS3 = ("Cello", "Oboe", "Snare_drum")
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """FSDKaggle2018 layout: 3 classes x 5 clips of 0.6-1.4 s at 44.1 kHz, 2 unverified."""
+    root = tmp_path_factory.mktemp("fsd")
+    (root / C.TRAIN_AUDIO_DIR).mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, label in enumerate(LABELS3):
+        for i in range(5):
+            n = int(44100 * (0.6 + 0.2 * i))
+            t = np.arange(n) / 44100
+            f0 = 220 * (k + 1) * (1 + 0.03 * i)
+            x = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.02 * rng.standard_normal(n)
+            if label == "Snare_drum":
+                x = 0.3 * rng.standard_normal(n) * np.exp(-8 * t)
+            name = f"{k}{i:07d}.wav"
+            sf.write(root / C.TRAIN_AUDIO_DIR / name, x.astype(np.float32), 44100, "PCM_16")
+            rows.append(f"{name},{label},{0 if i == 4 and k < 2 else 1}")
+    (root / C.TRAIN_CSV).write_text("fname,label,manually_verified\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def test_lr_schedule_decays_at_every_even_epoch_from_epoch_zero():
+    cfg = TrainConfig("vgg13")
+    assert [round(lr_at_epoch(cfg, e), 12) for e in range(5)] == [
+        round(5e-4 * 0.9**k, 12) for k in (1, 1, 2, 2, 3)
+    ]
+    # The optimizer follows the same schedule: a first Adam step moves each weight by ~lr.
+    opt = make_optimizer(cfg, steps_per_epoch=10)
+    p = {"w": jnp.zeros(3)}
+    for step, epoch in ((0, 0), (25, 2), (47, 4)):
+        # move only the schedule's step counter (Adam's own bias-correction count stays 0)
+        state = tuple(
+            s._replace(count=jnp.asarray(step, jnp.int32))
+            if isinstance(s, optax.ScaleByScheduleState)
+            else s
+            for s in opt.init(p)
+        )
+        upd, _ = opt.update({"w": jnp.ones(3)}, state, p)
+        np.testing.assert_allclose(-upd["w"], lr_at_epoch(cfg, epoch), rtol=1e-3)
+
+
+def test_map_at_3_hand_computed():
+    probs = np.array(
+        [[0.5, 0.3, 0.2, 0.0], [0.1, 0.6, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]]
+    )
+    labels = np.array([0, 2, 0, 3])  # ranks 1, 2, absent (rank 4), absent
+    assert map_at_k(labels, probs, 3) == pytest.approx((1 + 0.5 + 0 + 0) / 4)
+    assert map_at_k(np.array([1]), probs[:1], 3) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("n", "starts"),
+    [
+        (1000, [0]),  # shorter than a segment: zero-padded
+        (65536, [0]),
+        (65536 * 2 + 100, [50, 65586]),  # remainder < 32 frames: trimmed evenly
+        (65536 * 2 + 20000, [0, 65536, 65536 + 20000]),  # last segment overlaps
+    ],
+)
+def test_segment_rule(n, starts):
+    assert segment_starts(n) == starts
+
+
+def test_class_balanced_mixup_plan_statistics():
+    labels = np.array([0] * 50 + [1] * 10 + [2] * 3 + [5] * 37)
+    plan = epoch_plan(labels, steps=400, batch_size=32, alpha=1.0, seed=3, epoch=0)
+    idx = np.concatenate([plan.first, plan.second], axis=1)
+    drawn = labels[idx].ravel()
+    freq = np.array([np.mean(drawn == c) for c in (0, 1, 2, 5)])
+    # classes are drawn uniformly (25 %) whatever their size; 25600 draws -> sd 0.27 %
+    np.testing.assert_allclose(freq, 0.25, atol=0.015)
+    assert not np.any(drawn == 3)  # an absent class is never drawn
+    # every example of a class is used once before any is used again (queues)
+    seq = idx.reshape(-1)
+    for c in (1, 2):
+        used = seq[labels[seq] == c]
+        n = int(np.sum(labels == c))
+        for start in range(0, len(used) - n + 1, n):
+            assert sorted(used[start : start + n]) == list(np.flatnonzero(labels == c))
+    # lam ~ Beta(1, 1) = uniform: mean 1/2, variance 1/12
+    assert plan.lam.min() >= 0 and plan.lam.max() <= 1
+    assert plan.lam.mean() == pytest.approx(0.5, abs=0.01)
+    assert plan.lam.var() == pytest.approx(1 / 12, abs=0.005)
+    # a pure function of (seed, epoch)
+    again = epoch_plan(labels, steps=400, batch_size=32, alpha=1.0, seed=3, epoch=0)
+    np.testing.assert_array_equal(again.first, plan.first)
+    other = epoch_plan(labels, steps=400, batch_size=32, alpha=1.0, seed=3, epoch=1)
+    assert not np.array_equal(other.first, plan.first)
+
+
+def test_validation_split_follows_iqbal(tiny_dataset):
+    clips = D.read_train(tiny_dataset)
+    train, val = split_train_val(clips, val_fold=None, val_fraction=0.4, seed=1)
+    assert len(train) + len(val) <= len(clips)
+    assert all(c.manually_verified for c in val)  # only verified clips are validated on
+    held = set(clips) - set(train)
+    assert {c.fname for c in val} <= {c.fname for c in held}
+    assert len(held) == 6  # 2 per class
+    train_all, val_none = split_train_val(clips, val_fold=None, val_fraction=0.0, seed=1)
+    assert len(train_all) == len(clips) and not val_none
+    with pytest.raises(ValueError, match="fold"):
+        split_train_val(clips, val_fold=1, val_fraction=0, seed=1)
+
+
+@pytest.mark.parametrize("model", ["vgg13", "dense_wav"])
+def test_a_few_steps_lower_the_loss(model):
+    clf = Classifier.build(model, width=1 / 16)
+    rng = np.random.default_rng(0)
+    cfg = TrainConfig(model, width=1 / 16, learning_rate=3e-3, lr_decay=1.0)
+    opt = make_optimizer(cfg, steps_per_epoch=100)
+    params = clf.init_params(jax.random.key(0), mean=-40.0, std=20.0)
+    state = {
+        "params": params["model"]["params"],
+        "batch_stats": params["model"]["batch_stats"],
+        "opt_state": opt.init(params["model"]["params"]),
+        "step": jnp.zeros((), jnp.int32),
+    }
+    norm = params.get("norm", {"mean": jnp.float32(0), "std": jnp.float32(1)})
+    b = 8
+    if model == "vgg13":
+        x = rng.normal(-40, 20, size=(b, 128, 64)).astype(np.float32)
+        lens = np.full(b, 128, np.int32)
+    else:
+        x = (0.1 * rng.standard_normal((b, 4096))).astype(np.float16)
+        lens = np.full(b, 4096, np.int32)
+    y = np.arange(b, dtype=np.int32) % 4
+    w = np.ones(b, np.float32)
+    lam = np.ones(b, np.float32)  # no mixing: a fixed batch to fit
+    losses = []
+    for _ in range(8):
+        state, m = train_step(clf, opt, state, norm, x, x, lens, lens, y, y, w, w, lam)
+        losses.append(float(m["loss"]))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def _small_cfg(**kw):
+    base = dict(width=1 / 32, epochs=2, batch_size=4, save_every=2, val_fraction=0.2, seed=5)
+    base.update(kw)
+    return TrainConfig("vgg13", **base)
+
+
+def test_fit_writes_model_history_and_table1(tiny_dataset, tmp_path):
+    from jaxadv.checkpoint import load_checkpoint
+
+    clips = D.read_train(tiny_dataset)
+    cfg = _small_cfg()
+    train, val = split_train_val(clips, val_fold=None, val_fraction=cfg.val_fraction, seed=5)
+    report = fit(cfg, train, tmp_path / "run", val_clips=val, test_clips=val, progress=False)
+    assert len(report["history"]) == 2 and 0 <= report["train_accuracy"] <= 1
+    clf, params, meta = load_checkpoint(tmp_path / "run" / "model", expect="vgg13")
+    assert meta["source"] == "trained" and meta["training"]["epochs"] == 2
+    stats = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert float(params["norm"]["mean"]) == pytest.approx(stats["mean"])
+    assert (tmp_path / "run" / "table1.md").read_text().startswith("| Model |")
+    assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 3
+    with pytest.raises(ValueError, match="another configuration"):
+        fit(_small_cfg(epochs=3), train, tmp_path / "run", progress=False)
+
+
+def test_interrupted_run_resumes_to_identical_parameters(tiny_dataset, tmp_path):
+    from jaxadv.checkpoint import load_checkpoint
+
+    clips = D.read_train(tiny_dataset)
+    cfg = _small_cfg(val_fraction=0.0)
+    train, _ = split_train_val(clips, val_fold=None, val_fraction=0.0, seed=5)
+    fit(cfg, train, tmp_path / "straight", progress=False)
+    spe = json.loads((tmp_path / "straight" / "train.json").read_text())["steps_per_epoch"]
+    stop = spe + 1  # in the middle of the second epoch
+    assert fit(cfg, train, tmp_path / "killed", stop_after=stop, progress=False) == {
+        "stopped_at": stop
+    }
+    assert not (tmp_path / "killed" / "model").exists()
+    fit(cfg, train, tmp_path / "killed", progress=False)  # the same command again: resumes
+    _, a, _ = load_checkpoint(tmp_path / "straight" / "model")
+    _, b, _ = load_checkpoint(tmp_path / "killed" / "model")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_demo_models_load_and_reach_their_stated_accuracy():
+    """The committed demo models, through the checkpoint loader, on the 156 eval clips."""
+    from jaxadv import demo
+    from jaxadv.checkpoint import load_checkpoint
+    from jaxadv.train._data import clip_predictions
+
+    summary = json.loads((demo.models_dir() / "summary.json").read_text())
+    assert set(summary) == {"vgg13", "crnn", "gcnn", "dense_mel", "dense_wav"}
+    total = 0
+    for name, info in summary.items():
+        clf, params, meta = load_checkpoint(demo.models_dir() / name, expect=name)
+        probs, labels = clip_predictions(clf, params, demo.eval_clips(), batch_size=52)
+        acc = float(np.mean(probs.argmax(1) == labels))
+        assert len(labels) == 156
+        assert acc >= 0.90, (name, acc)
+        assert acc == pytest.approx(info["eval_accuracy"], abs=1e-6), name
+        total += sum(f.stat().st_size for f in (demo.models_dir() / name).rglob("*") if f.is_file())
+    assert total <= 15e6
