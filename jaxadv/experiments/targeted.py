@@ -66,8 +66,13 @@ def run(args: argparse.Namespace) -> E.Run:
     return r
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (``--help``)."""
+    return E.parser("targeted", __doc__.split("\n\n")[0])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    run(E.parser("targeted", __doc__.split("\n\n")[0]).parse_args(argv))
+    run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

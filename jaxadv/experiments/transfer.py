@@ -117,13 +117,18 @@ def run(args: argparse.Namespace) -> E.Run:
     return r
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (``--help``)."""
     p = E.parser("transfer", __doc__.split("\n\n")[0])
     p.add_argument(
         "--from-untargeted", default=None, metavar="DIR",
         help="reuse the DeepFool and C&W examples of an untargeted run folder (same data flags)",
     )  # fmt: skip
-    run(p.parse_args(argv))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -77,13 +77,18 @@ def run(args: argparse.Namespace) -> E.Run:
     return r
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (``--help``)."""
     p = E.parser("untargeted", __doc__.split("\n\n")[0])
     p.add_argument(
         "--figure3", default=None, metavar="FNAME",
         help="clip shown in Figure 3 (default: the first on which C&W and DeepFool both succeed)",
     )  # fmt: skip
-    run(p.parse_args(argv))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         clips, val_fold=cfg.val_fold, val_fraction=cfg.val_fraction, seed=cfg.seed
     )
     try:
-        fit(cfg, train, args.out, val_clips=val_clips, test_clips=test, progress=not args.no_progress)
+        fit(
+            cfg,
+            train,
+            args.out,
+            val_clips=val_clips,
+            test_clips=test,
+            progress=not args.no_progress,
+        )
     except ValueError as e:
         raise SystemExit(str(e)) from None
 

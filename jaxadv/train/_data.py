@@ -43,7 +43,9 @@ class Examples(NamedTuple):
     weight: np.ndarray
 
 
-def segment_starts(n: int, size: int = SEGMENT, r_threshold: int = SEGMENT_R_THRESHOLD) -> list[int]:
+def segment_starts(
+    n: int, size: int = SEGMENT, r_threshold: int = SEGMENT_R_THRESHOLD
+) -> list[int]:
     """Iqbal's ``load_features`` chunk rule applied to ``n`` samples (segments of ``size``).
 
     ``n < size``: one segment at 0 (zero-padded); remainder ``r < r_threshold``: ``n // size``
@@ -242,7 +244,9 @@ def map_at_k(labels: np.ndarray, probs: np.ndarray, k: int = 3) -> float:
     top = np.argsort(-np.asarray(probs), axis=1, kind="stable")[:, :k]
     hit = top == labels[:, None]
     rank = np.argmax(hit, axis=1) + 1
-    return float(np.mean(np.where(hit.any(axis=1), 1.0 / rank, 0.0))) if len(labels) else float("nan")
+    return (
+        float(np.mean(np.where(hit.any(axis=1), 1.0 / rank, 0.0))) if len(labels) else float("nan")
+    )
 
 
 def clip_predictions(

@@ -216,8 +216,6 @@ def fit(
     """
     from tqdm import tqdm
 
-    from jaxadv.checkpoint import save_checkpoint
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "train.json"
