@@ -558,7 +558,9 @@ def _lbfgs_scipy(fn, params, x, lengths, targets, config: LBFGSConfig) -> LBFGSR
                 fn, params, jnp.asarray(full, jnp.float32), x0_row, li, ti,
                 jnp.full((1,), const, jnp.float32), config=cfg,
             )  # fmt: skip
-            return float(val), np.asarray(g[0, :length], np.float64), float(dist[0]), probs
+            # slice on the host: an eager jax slice would compile one program per clip length
+            g = np.asarray(g)[0, :length].astype(np.float64)
+            return float(val), g, float(np.asarray(dist)[0]), probs
 
         def func(zv, const):
             nonlocal evals
