@@ -197,6 +197,69 @@ def tree_where_b(mask: Array, a: Any, b: Any) -> Any:
     return jax.tree.map(lambda u, v: where_b(mask, u, v), a, b)
 
 
+# --- compaction: evaluate only the rows still running -------------------------------------------
+
+COMPACT_LEVELS = 3  # default halvings of the evaluated batch (sizes B, B/2, B/4, B/8)
+
+
+def check_compact(attack: str, levels: Any) -> None:
+    """Raise a clear error unless ``compact_levels`` is a non-negative integer."""
+    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 0:
+        raise ValueError(f"{attack}: compact_levels must be an integer >= 0, got {levels!r}")
+
+
+def compaction_sizes(batch: int, levels: int) -> tuple[int, ...]:
+    """Batch sizes an attack's evaluation may shrink to: ``batch`` then up to ``levels`` halvings.
+
+    Halvings round up and stop at 1; ``levels=0`` gives ``(batch,)`` (no compaction).
+    """
+    if levels < 0:
+        raise ValueError(f"compact_levels must be >= 0, got {levels}")
+    sizes = [batch]
+    for _ in range(levels):
+        s = -(-sizes[-1] // 2)
+        if s >= sizes[-1]:
+            break
+        sizes.append(s)
+    return tuple(sizes)
+
+
+def compact_map(f: Any, active: Array, rows: Any, sizes: tuple[int, ...]) -> Any:
+    """``f(rows)`` computed on the ``active`` rows only, inside a compiled loop body.
+
+    ``rows`` is a pytree of arrays with a leading batch axis ``B = sizes[0]``; ``f`` must treat
+    rows independently (a classifier in inference mode does) and return a pytree of arrays with a
+    leading batch axis. When at most ``sizes[i]`` rows are active (the smallest such size), the
+    active rows are gathered (stable order) into a batch of ``sizes[i]``, ``f`` runs on that batch
+    and its outputs are scattered back; rows not evaluated hold zeros, so the caller must only use
+    the active rows' outputs. The choice is a ``lax.switch`` on the device (one branch per size,
+    each compiled once; only the taken branch runs): no host sync and no recompilation. With all
+    rows active, or ``len(sizes) == 1``, it is exactly ``f(rows)``.
+
+    Why: an attack's loop runs until its slowest example is done; without this, every iteration
+    pays a forward+backward for the whole batch even when one example is left.
+    """
+    if len(sizes) == 1:
+        return f(rows)
+    b = sizes[0]
+    n_active = jnp.sum(active.astype(jnp.int32))
+    order = jnp.argsort(jnp.where(active, 0, 1), stable=True)  # active rows first, in order
+
+    def part(s: int):
+        def run(rows: Any) -> Any:
+            idx = order[:s]
+            out = f(jax.tree.map(lambda a: a[idx], rows))
+            return jax.tree.map(
+                lambda o: jnp.zeros((b,) + o.shape[1:], o.dtype).at[idx].set(o), out
+            )
+
+        return run
+
+    # sizes descend: the branch index is the number of smaller sizes that still hold n_active
+    branch = sum((n_active <= s).astype(jnp.int32) for s in sizes[1:])
+    return jax.lax.switch(branch, [f] + [part(s) for s in sizes[1:]], rows)
+
+
 # --- random keys -----------------------------------------------------------------------------
 
 

@@ -104,6 +104,10 @@ class CWConfig:
         ``probs[t] >= 0.975``). Both also require the clip decision to have changed.
       const_update: ``"carlini"`` or ``"authors"`` (as coded: halve on success, else unchanged).
       untargeted_threshold, targeted_threshold: the authors' probability thresholds.
+      compact_levels: each iteration evaluates only the examples still running, in a batch of
+        ``B``, ``B/2``, ... (``compact_levels`` halvings; 0 = always the whole batch). Results are
+        the same; only the cost of the slowest examples' iterations shrinks (one compiled
+        branch per size, see :func:`jaxadv.attacks.common.compact_map`).
     """
 
     binary_search_steps: int = 9
@@ -120,6 +124,7 @@ class CWConfig:
     const_update: str = "carlini"
     untargeted_threshold: float = C.AUTHORS_UNTARGETED_THRESHOLD
     targeted_threshold: float = C.AUTHORS_TARGETED_THRESHOLD
+    compact_levels: int = common.COMPACT_LEVELS
 
     @classmethod
     def carlini(cls) -> CWConfig:
@@ -235,18 +240,25 @@ def _cw_impl(
     opt_update = jax.vmap(opt.update)
     opt_zero = opt_init(jnp.zeros_like(x))
 
-    def objective(m, const):
-        xa = jnp.where(valid, common.from_tanh_space(w0 + m), x)
-        out = fn(params, xa, lengths)
+    def objective(m, const, rows):
+        w0_, x_, x0_, valid_, nvalid_, lengths_, cls_ = rows
+        xa = jnp.where(valid_, common.from_tanh_space(w0_ + m), x_)
+        out = fn(params, xa, lengths_)
         s, cm = common.chunk_scores(out, config.scores)
-        real, other = common.class_score(s, cls), common.other_max(s, cls)
+        real, other = common.class_score(s, cls_), common.other_max(s, cls_)
         margin = other - real if targeted else real - other
         hinge = common.chunk_sum(jnp.maximum(0.0, margin + kappa), cm)
-        dist = dist_fn(common.sum_squares(xa - x0, valid), nvalid)
+        dist = dist_fn(common.sum_squares(xa - x0_, valid_), nvalid_)
         loss = const * hinge + dist
         return jnp.sum(loss), (loss, dist, xa, out)
 
     value_and_grad = jax.value_and_grad(objective, has_aux=True)
+    rows = (w0, x, x0, valid, nvalid, lengths, cls)  # per-example constants of the objective
+    sizes = common.compaction_sizes(b, config.compact_levels)
+
+    def evaluate(args):
+        (_, aux), g = value_and_grad(*args)
+        return aux, g
 
     def succeeded(out):
         if config.success == "margin":
@@ -261,7 +273,10 @@ def _cw_impl(
 
     def body(st: _State) -> _State:
         active = ~st.done
-        (_, (loss, dist, xa, out)), g = value_and_grad(st.m, st.const)
+        # one forward+backward of the examples still running (compacted when few are left)
+        (loss, dist, xa, out), g = common.compact_map(
+            evaluate, active, (st.m, st.const, rows), sizes
+        )
         # early abort, checked before the iterate counts (Carlini breaks before the best update)
         check = active & (st.it % period == 0) if config.abort_early else jnp.zeros_like(active)
         abort = check & (loss > 0.9999 * st.prev)
@@ -383,6 +398,7 @@ def carlini_wagner(
     common.check_choice("carlini_wagner", "success", config.success, SUCCESS)
     common.check_choice("carlini_wagner", "const_update", config.const_update, CONST_UPDATES)
     common.check_scores(config.scores)
+    common.check_compact("carlini_wagner", config.compact_levels)
     x, lengths, labels, targets = common.validate(
         "carlini_wagner", fn, params, x, lengths, labels, targets
     )

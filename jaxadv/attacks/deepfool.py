@@ -68,6 +68,9 @@ class DeepFoolConfig:
         an int = ``lax.map`` over batches of that many cotangents keeping only norms, then one
         more pullback for the chosen direction (memory ``~ vjp_batch * B * N`` instead of
         ``K * Q * B * N``; for the authors' 40 classes x many chunks).
+      compact_levels: each step evaluates only the examples not yet adversarial, in a batch of
+        ``B``, ``B/2``, ... (``compact_levels`` halvings; 0 = always the whole batch); same
+        results (see :func:`jaxadv.attacks.common.compact_map`).
     """
 
     norm: str = "l2"
@@ -82,6 +85,7 @@ class DeepFoolConfig:
     step_eps: float = 1e-4
     scores: str = "log_probs"
     vjp_batch: int | None = None
+    compact_levels: int = common.COMPACT_LEVELS
 
     @classmethod
     def foolbox3(cls, norm: str = "l2") -> DeepFoolConfig:
@@ -165,44 +169,44 @@ def _deepfool_impl(
     def norm(g):  # [..., N] -> [...]
         return jnp.sum(jnp.abs(g), -1) if linf else jnp.sqrt(jnp.sum(g * g, -1))
 
-    def scores_of(xx):
-        out = fn(params, xx, lengths)
+    def scores_of(xx, lens):
+        out = fn(params, xx, lens)
         s, m = common.chunk_scores(out, config.scores)
         return s, (m, out.probs)
 
-    def body(st):
-        xc, p_total, done, steps, it = st
-        s, pullback, (m, probs) = jax.vjp(scores_of, xc, has_aux=True)
+    def step_rows(args):
+        """One DeepFool step of a batch of rows: (adversarial now?, step r [rows, N])."""
+        xc, lens, val, org, cnd, excl = args
+        rows = xc.shape[0]
+        s, pullback, (m, probs) = jax.vjp(lambda xx: scores_of(xx, lens), xc, has_aux=True)
         q = s.shape[1]
-        done = done | (jnp.argmax(probs, -1) != orig)
+        now_adv = jnp.argmax(probs, -1) != org
         # f[b, q, j] = s[b, q, cand_j] - s[b, q, orig]
-        s_orig = common.class_score(s, orig)
-        f = jnp.take_along_axis(s, cand[:, None, :], axis=-1) - s_orig[:, :, None]
+        s_orig = common.class_score(s, org)
+        f = jnp.take_along_axis(s, cnd[:, None, :], axis=-1) - s_orig[:, :, None]
         # cotangent (j, q'): e_{cand_j} - e_orig on chunk q' only -> gradient of f[:, q', j]
-        diff = jax.nn.one_hot(cand, s.shape[-1]) - jax.nn.one_hot(orig, s.shape[-1])[:, None]
+        diff = jax.nn.one_hot(cnd, s.shape[-1]) - jax.nn.one_hot(org, s.shape[-1])[:, None]
         eye_q = jnp.eye(q, dtype=s.dtype)
         cts = eye_q[None, :, None, :, None] * jnp.swapaxes(diff, 0, 1)[:, None, :, None, :]
-        cts = cts.reshape(k * q, b, q, s.shape[-1])  # [K*Q, B, Q, C]
+        cts = cts.reshape(k * q, rows, q, s.shape[-1])  # [K*Q, rows, Q, C]
 
         def grad_of(ct):
-            return jnp.where(valid, pullback(ct)[0], 0.0)
+            return jnp.where(val, pullback(ct)[0], 0.0)
 
         mq = m.astype(s.dtype)
-        nq = jnp.maximum(mq.sum(1), 1.0)  # [B]
+        nq = jnp.maximum(mq.sum(1), 1.0)  # [rows]
         if config.vjp_batch is None:
-            g = jax.vmap(grad_of)(cts).reshape(k, q, b, n)  # [K, Q, B, N]
-            gnorm = jnp.moveaxis(norm(g), (0, 1), (2, 1))  # [B, Q, K]
+            g = jax.vmap(grad_of)(cts).reshape(k, q, rows, n)  # [K, Q, rows, N]
+            gnorm = jnp.moveaxis(norm(g), (0, 1), (2, 1))  # [rows, Q, K]
         else:
             gnorm = jax.lax.map(lambda ct: norm(grad_of(ct)), cts, batch_size=config.vjp_batch)
-            gnorm = jnp.moveaxis(gnorm.reshape(k, q, b), (0, 1), (2, 1))
-        dist_q = (jnp.abs(f) + config.numerator_eps) / (gnorm + NORM_EPS)  # [B, Q, K]
-        dist = jnp.sum(dist_q * mq[:, :, None], 1) / nq[:, None]  # chunk mean [B, K]
-        ok = ~excluded
+            gnorm = jnp.moveaxis(gnorm.reshape(k, q, rows), (0, 1), (2, 1))
+        dist_q = (jnp.abs(f) + config.numerator_eps) / (gnorm + NORM_EPS)  # [rows, Q, K]
+        dist = jnp.sum(dist_q * mq[:, :, None], 1) / nq[:, None]  # chunk mean [rows, K]
+        ok = ~excl
         if config.residual:
-            cs = jnp.sum(s * mq[:, :, None], 1) / nq[:, None]  # clip scores [B, C]
-            ok = ok & (
-                jnp.take_along_axis(cs, cand, -1) < jnp.take_along_axis(cs, orig[:, None], -1)
-            )
+            cs = jnp.sum(s * mq[:, :, None], 1) / nq[:, None]  # clip scores [rows, C]
+            ok = ok & (jnp.take_along_axis(cs, cnd, -1) < jnp.take_along_axis(cs, org[:, None], -1))
         if config.select == "min":
             best = jnp.argmin(jnp.where(ok, dist, jnp.inf), axis=1)
         else:
@@ -210,18 +214,28 @@ def _deepfool_impl(
         d = jnp.take_along_axis(dist, best[:, None], 1)[:, 0]
         # direction: chunk mean of the chosen candidate's gradients
         if config.vjp_batch is None:
-            gsel = jnp.take_along_axis(g, best[None, None, :, None], axis=0)[0]  # [Q, B, N]
+            gsel = jnp.take_along_axis(g, best[None, None, :, None], axis=0)[0]  # [Q, rows, N]
             w = jnp.sum(gsel * jnp.swapaxes(mq, 0, 1)[:, :, None], 0) / nq[:, None]
         else:
-            ct = jax.nn.one_hot(cand[jnp.arange(b), best], s.shape[-1]) - jax.nn.one_hot(
-                orig, s.shape[-1]
+            ct = jax.nn.one_hot(cnd[jnp.arange(rows), best], s.shape[-1]) - jax.nn.one_hot(
+                org, s.shape[-1]
             )
             w = grad_of((mq / nq[:, None])[:, :, None] * ct[:, None, :])
         if linf:
             r = (d + config.step_eps)[:, None] * jnp.sign(w)
         else:
             r = ((d + config.step_eps) / (norm(w) + NORM_EPS))[:, None] * w
-        r = jnp.where(valid, r, 0.0)
+        return now_adv, jnp.where(val, r, 0.0)
+
+    sizes = common.compaction_sizes(b, config.compact_levels)
+
+    def body(st):
+        xc, p_total, done, steps, it = st
+        # one forward and K pullbacks of the examples still running (compacted when few are)
+        now_adv, r = common.compact_map(
+            step_rows, ~done, (xc, lengths, valid, orig, cand, excluded), sizes
+        )
+        done = done | (~done & now_adv)
         active = ~done
         p_total = jnp.where(active[:, None], p_total + r, p_total)
         if config.overshoot_mode == "cumulative":
@@ -279,6 +293,7 @@ def deepfool(
     common.check_choice("deepfool", "overshoot_mode", config.overshoot_mode, OVERSHOOT_MODES)
     common.check_choice("deepfool", "select", config.select, SELECT)
     common.check_scores(config.scores)
+    common.check_compact("deepfool", config.compact_levels)
     if config.candidates is not None and config.candidates < 2:
         raise ValueError(f"deepfool: candidates must be >= 2 or None, got {config.candidates}")
     x, lengths, labels, _ = common.validate(

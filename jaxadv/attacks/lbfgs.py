@@ -98,6 +98,9 @@ class LBFGSConfig:
       max_doublings: doublings of ``c`` in the ``"foolbox1"`` search (30).
       best_over: keep the best success among solve results (``"solves"``, the authors) or among
         every evaluated point (``"evaluations"``, Foolbox's ``Adversarial`` object).
+      compact_levels: ``mode="jax"``: each loop iteration evaluates only the examples still
+        solving, in a batch of ``B``, ``B/2``, ... (``compact_levels`` halvings; 0 = always the
+        whole batch); same results (see :func:`jaxadv.attacks.common.compact_map`).
     """
 
     mode: str = "jax"
@@ -115,6 +118,7 @@ class LBFGSConfig:
     search_epsilon: float = 1e-5
     max_doublings: int = 30
     best_over: str = "solves"
+    compact_levels: int = common.COMPACT_LEVELS
 
     @classmethod
     def authors(cls, mode: str = "jax") -> LBFGSConfig:
@@ -293,7 +297,18 @@ def _lbfgs_impl(
         loss, ce, dist, out = _objective(fn, params, z, x0, lengths, targets, const, cfg)
         return jnp.sum(loss), (loss, ce, dist, out.probs)
 
-    value_and_grad = jax.value_and_grad(total, has_aux=True)
+    sizes = common.compaction_sizes(b, cfg.compact_levels)
+
+    def evaluate(args):
+        """Objective ``[rows]``, distance, probabilities and gradient of a batch of rows."""
+        z, const, x0_, lengths_, targets_ = args
+
+        def tot(zz):
+            loss, _, dist, out = _objective(fn, params, zz, x0_, lengths_, targets_, const, cfg)
+            return jnp.sum(loss), (loss, dist, out.probs)
+
+        (_, (f_, dist_, probs_)), g_ = jax.value_and_grad(tot, has_aux=True)(z)
+        return f_, dist_, probs_, g_
 
     # CE and its gradient at x0 (one forward+backward): every solve starts there with f = s*c*CE0
     (_, (_, ce0, _, probs0)), gce0 = jax.value_and_grad(total, has_aux=True)(
@@ -329,10 +344,13 @@ def _lbfgs_impl(
     def body(st: _State) -> _State:
         active = ~st.done
         zt = project(st.z + st.alpha[:, None] * st.d)
-        (_, (ft, _, dist_t, probs_t)), gt = value_and_grad(zt, st.const)
-        gt = jnp.where(valid, gt, 0.0)
         inst = active & st.instant
         act = active & ~inst
+        # one forward+backward of the examples still solving (compacted when few are left)
+        ft, dist_t, probs_t, gt = common.compact_map(
+            evaluate, act, (zt, st.const, x0, lengths, targets), sizes
+        )
+        gt = jnp.where(valid, gt, 0.0)
         steps = st.steps + act.astype(jnp.int32)
         best_dist, best_adv, best_const = st.best_dist, st.best_adv, st.best_const
         if cfg.best_over == "evaluations":
@@ -540,7 +558,9 @@ def _lbfgs_scipy(fn, params, x, lengths, targets, config: LBFGSConfig) -> LBFGSR
                 fn, params, jnp.asarray(full, jnp.float32), x0_row, li, ti,
                 jnp.full((1,), const, jnp.float32), config=cfg,
             )  # fmt: skip
-            return float(val), np.asarray(g[0, :length], np.float64), float(dist[0]), probs
+            # slice on the host: an eager jax slice would compile one program per clip length
+            g = np.asarray(g)[0, :length].astype(np.float64)
+            return float(val), g, float(np.asarray(dist)[0]), probs
 
         def func(zv, const):
             nonlocal evals
@@ -625,6 +645,7 @@ def lbfgs(
     common.check_choice("lbfgs", "distance", config.distance, DISTANCES)
     common.check_choice("lbfgs", "best_over", config.best_over, BEST_OVER)
     common.check_scores(config.scores)
+    common.check_compact("lbfgs", config.compact_levels)
     x, lengths, labels, targets = common.validate(
         "lbfgs", fn, params, x, lengths, labels, targets, targeted="required"
     )

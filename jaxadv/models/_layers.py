@@ -16,6 +16,7 @@ padded batch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -43,6 +44,89 @@ def scaled(n: int, width: float) -> int:
 
 _DIMENSION_NUMBERS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
+# How the input gradient of :func:`conv` is computed (see :func:`set_conv_vjp`).
+CONV_VJP_MODES = ("auto", "flipped", "native")
+_conv_vjp = "auto"
+
+
+def set_conv_vjp(mode: str) -> None:
+    """Choose how reverse-mode autodiff computes the input gradient of every :func:`conv`.
+
+    * ``"flipped"``: a custom VJP writes the input gradient as a forward convolution of the
+      cotangent with the explicitly flipped, in/out-swapped kernel (``HWIO`` → flip ``H, W``, swap
+      ``I, O``), kept behind ``lax.optimization_barrier``. On XLA:CPU (jaxlib 0.10.2) the
+      convolution JAX's transpose rule emits keeps the swap in its dimension numbers
+      (``dim_labels=b01f_01oi->b01f``); standalone, XLA canonicalises it onto the Eigen runtime
+      call, but inside a ``while_loop``/``scan`` body it is compiled as a generic loop nest: ~2.8x
+      slower per forward+backward of VGG13 (``benchmarks/README.md``). Kernel and bias gradients
+      are JAX's own (exact: training is unchanged). Forward-mode autodiff (``jax.jvp``,
+      ``jax.hessian``) is not available through a custom VJP: use ``"native"`` for it.
+    * ``"native"``: JAX's own transpose rule.
+    * ``"auto"`` (default): ``"flipped"`` when the default backend is the CPU, else ``"native"``
+      (the trap was measured on XLA:CPU only; GPU/TPU run JAX's rule unchanged).
+
+    The mode is read when a function is traced: this clears JAX's compilation caches so that
+    already-jitted functions are retraced with the new mode.
+    """
+    global _conv_vjp
+    if mode not in CONV_VJP_MODES:
+        raise ValueError(f"conv VJP mode must be one of {CONV_VJP_MODES}, got {mode!r}")
+    if mode != _conv_vjp:
+        _conv_vjp = mode
+        jax.clear_caches()
+
+
+def conv_vjp_mode() -> str:
+    """The effective mode at trace time: ``"flipped"`` or ``"native"`` (``"auto"`` resolved)."""
+    if _conv_vjp == "auto":
+        return "flipped" if jax.default_backend() == "cpu" else "native"
+    return _conv_vjp
+
+
+def _conv_native(x: Array, kernel: Array, padding: str | Sequence[tuple[int, int]]) -> Array:
+    nd = kernel.ndim - 2
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(1,) * nd,
+        padding=padding,
+        dimension_numbers=_DIMENSION_NUMBERS[nd],
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_flipped(x: Array, kernel: Array, padding: str) -> Array:
+    return _conv_native(x, kernel, padding)
+
+
+def _conv_flipped_fwd(x: Array, kernel: Array, padding: str) -> tuple[Array, tuple[Array, Array]]:
+    return _conv_native(x, kernel, padding), (x, kernel)
+
+
+def _conv_flipped_bwd(padding: str, res: tuple[Array, Array], ct: Array) -> tuple[Array, Array]:
+    x, kernel = res
+    nd = kernel.ndim - 2
+    ks = kernel.shape[:nd]
+    pads = jax.lax.padtype_to_pads(x.shape[1:-1], ks, (1,) * nd, padding)
+    # y[i] = sum_k x[i + k - lo] w[k]  =>  dx[j] = sum_k ct[j + k - (K - 1 - lo)] w[K - 1 - k]:
+    # a stride-1 convolution of ct with the flipped kernel, front padding K - 1 - lo and back
+    # padding chosen so that the output has x's size.
+    tpads = [
+        (k - 1 - lo, x.shape[1 + i] - ct.shape[1 + i] + lo)
+        for i, (k, (lo, _)) in enumerate(zip(ks, pads, strict=True))
+    ]
+    flipped = jnp.swapaxes(jnp.flip(kernel, tuple(range(nd))), -1, -2)  # [..., Cout, Cin]
+    # the barrier keeps XLA from folding the transpose back into the convolution's dimension
+    # numbers (the slow form); it costs one copy of the kernel
+    flipped = jax.lax.optimization_barrier(flipped)
+    dx = _conv_native(ct, flipped, tpads)
+    # kernel gradient: JAX's own transpose of the convolution in the kernel (exact, as native)
+    (dk,) = jax.linear_transpose(lambda k: _conv_native(x, k, padding), kernel)(ct)
+    return dx, dk
+
+
+_conv_flipped.defvjp(_conv_flipped_fwd, _conv_flipped_bwd)
+
 
 def conv(x: Array, kernel: Array, bias: Array | None = None, padding: str = "SAME") -> Array:
     """Stride-1 convolution as Keras' ``Conv1D`` / ``Conv2D`` (``padding='same'`` = TF 'SAME').
@@ -54,16 +138,20 @@ def conv(x: Array, kernel: Array, bias: Array | None = None, padding: str = "SAM
       padding: ``"SAME"`` or ``"VALID"``.
 
     Returns:
-      ``[B, W', Cout]`` or ``[B, H', W', Cout]``.
+      ``[B, W', Cout]`` or ``[B, H', W', Cout]``. Its input gradient follows
+      :func:`set_conv_vjp` (same values either way).
     """
-    nd = kernel.ndim - 2
-    y = jax.lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=(1,) * nd,
-        padding=padding,
-        dimension_numbers=_DIMENSION_NUMBERS[nd],
-    )
+    if padding not in ("SAME", "VALID"):
+        raise ValueError(f"conv padding must be 'SAME' or 'VALID', got {padding!r}")
+    if kernel.ndim - 2 not in _DIMENSION_NUMBERS or x.ndim != kernel.ndim:
+        raise ValueError(
+            f"conv expects x [B, (H,) W, Cin] and kernel [(kh,) kw, Cin, Cout] of the same rank "
+            f"(1-D or 2-D), got x {x.shape} and kernel {kernel.shape}"
+        )
+    if conv_vjp_mode() == "flipped":
+        y = _conv_flipped(x, kernel, padding)
+    else:
+        y = _conv_native(x, kernel, padding)
     return y if bias is None else y + bias
 
 
