@@ -14,7 +14,6 @@ import json
 import platform
 import shutil
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,7 +85,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             name, width=width, epochs=epochs, batch_size=DEMO_BATCH, val_fraction=0.1,
             seed=DEMO_SEED, save_every=100,
         )  # fmt: skip
-        t0 = time.perf_counter()
         report = fit(cfg, train, work / name, val_clips=val, test_clips=evals,
                      progress=not args.no_progress)  # fmt: skip
         dst = out / name
@@ -103,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "eval_map3": report["test_map3"],
             "train_accuracy": report["train_accuracy"],
             "bytes": size,
-            "minutes": (time.perf_counter() - t0) / 60,
+            # summed per-epoch step time: correct across resumed runs (feature extraction and
+            # evaluation excluded)
+            "minutes": sum(h["seconds"] for h in report["history"]) / 60,
         }
         summary_path.write_text(json.dumps(summary, indent=1))
         print(f"{name}: eval accuracy {report['test_accuracy']:.4f}, {size / 1e6:.2f} MB")
@@ -140,7 +140,8 @@ output all 41 classes). Load one with `jaxadv.checkpoint.load_checkpoint(jaxadv.
 
 Total size {total / 1e6:.2f} MB. *Eval* is the 156 committed clips of `jaxadv/demo/data` (6 per
 label, notes/velocities/durations never seen in training); *train accuracy* is on the rendered
-training clips (clip level). Recipe: Iqbal et al.'s (Adam 5e-4 ×0.9 every 2 epochs, class-balanced
+training clips (clip level); *training minutes* sums the epochs' step time (feature extraction
+and evaluation excluded) on the machine below, which also ran other jobs. Recipe: Iqbal et al.'s (Adam 5e-4 ×0.9 every 2 epochs, class-balanced
 mixup with alpha 1, standardisation fitted on the training chunks), with batch
 {DEMO_BATCH} instead of 128 and the epochs above instead of 40 (fewer examples: the batch-norm
 moving averages need enough steps), 10 % of the rendered clips held out for validation; Cochlear
