@@ -31,6 +31,28 @@ def run_cmd(module, out: Path, *extra: str) -> E.Run:
     return module.run(module.build_parser().parse_args(["--out", str(out), *FAST, *extra]))
 
 
+def small_data(root: Path, classes: tuple[str, ...], per_class: int = 1) -> str:
+    """A copy of the demo set in FSDKaggle2018 layout with the shortest clips of ``classes``.
+
+    Keeps the experiment tests to a few short clips (the committed set has 156 of 1.5-3 s).
+    """
+    import soundfile as sf
+
+    (root / C.TEST_AUDIO_DIR).mkdir(parents=True)
+    src = demo.data_dir()
+    lines = (src / C.TEST_CSV).read_text().splitlines()
+    keep = []
+    for cls in classes:
+        mine = [ln for ln in lines[1:] if ln.split(",")[1] == cls]
+        mine.sort(key=lambda ln: sf.info(src / C.TEST_AUDIO_DIR / ln.split(",")[0]).frames)
+        keep += mine[:per_class]
+    for ln in keep:
+        f = ln.split(",")[0]
+        shutil.copy(src / C.TEST_AUDIO_DIR / f, root / C.TEST_AUDIO_DIR / f)
+    (root / C.TEST_CSV).write_text("\n".join([lines[0], *keep]) + "\n")
+    return str(root)
+
+
 def header(path: Path) -> list[str]:
     with open(path) as f:
         return next(csv.reader(f))
@@ -38,7 +60,8 @@ def header(path: Path) -> list[str]:
 
 def test_untargeted_smoke_writes_every_output(tmp_path):
     out = tmp_path / "u"
-    run = run_cmd(untargeted, out, "--models", "vgg13,dense_wav", "--per-class", "1")
+    data = small_data(tmp_path / "data", ("Cello", "Bark", "Gong"))
+    run = run_cmd(untargeted, out, "--data", data, "--models", "vgg13,dense_wav")
     rows = run.store.rows()
     assert {r["attack"] for r in rows} == {"noise", "fgsm", "deepfool", "cw"}
     assert {r["model"] for r in rows} == {"vgg13", "dense_wav"}
@@ -68,7 +91,8 @@ def test_untargeted_smoke_writes_every_output(tmp_path):
 
 def test_targeted_and_transfer_smoke(tmp_path):
     out = tmp_path / "t"
-    run = run_cmd(targeted, out, "--models", "vgg13", "--per-class", "1")
+    data = small_data(tmp_path / "data", ("Cello", "Oboe"))
+    run = run_cmd(targeted, out, "--data", data, "--models", "vgg13")
     rows = run.store.rows()
     assert rows and {r["attack"] for r in rows} == {"cw", "lbfgs"}
     assert all(r["target"] in C.MUSIC_CLASSES and r["target"] != r["label"] for r in rows)
@@ -76,13 +100,14 @@ def test_targeted_and_transfer_smoke(tmp_path):
         assert header(out / f"table4_{a}.csv") == ["Source \\ Target", *C.MUSIC_CLASSES]
         assert (out / f"figure2_{a}.png").stat().st_size > 5000
     out = tmp_path / "x"
-    run_cmd(transfer, out, "--models", "vgg13,crnn", "--per-class", "1")
+    run_cmd(transfer, out, "--data", data, "--models", "vgg13,crnn")
     assert header(out / "transfer.csv") == list(transfer.TRANSFER_COLUMNS)
     assert header(out / "table5.csv") == ["Applied to \\ Examples from", "vgg13", "crnn"]
 
 
 def test_resume_after_a_kill_gives_the_same_rows(tmp_path, monkeypatch):
-    flags = ["--models", "vgg13", "--per-class", "1", "--batch-size", "8", "--no-audio"]
+    data = small_data(tmp_path / "data", ("Cello", "Bark", "Gong", "Oboe"))
+    flags = ["--data", data, "--models", "vgg13", "--batch-size", "2", "--no-audio"]
     run_cmd(untargeted, tmp_path / "straight", *flags)
     calls = {"n": 0}
     orig = E.run_batch
@@ -124,17 +149,19 @@ def test_corrupt_clip_is_reported_by_name_and_skipped(tmp_path, capsys):
     (data / C.TEST_AUDIO_DIR / bad).write_bytes(b"fLaC\x00\x00 not really a flac")
     (data / C.TEST_CSV).write_text("\n".join([lines[0], *keep]) + "\n")
     run = run_cmd(untargeted, tmp_path / "u", "--data", str(data), "--models", "vgg13",
-                  "--per-class", "2", "--no-audio")  # fmt: skip
-    printed = capsys.readouterr().out
+                  "--per-class", "4", "--no-audio")  # fmt: skip
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
     assert bad in printed and bad in (tmp_path / "u" / "skipped.txt").read_text()
     assert set(run.waves) == {ln.split(",")[0] for ln in keep[1:]}
     assert bad not in {r["fname"] for r in run.store.rows()}
 
 
 def test_a_changed_command_does_not_mix_into_an_old_run(tmp_path):
-    run_cmd(untargeted, tmp_path / "u", "--models", "vgg13", "--per-class", "1", "--no-audio")
+    data = small_data(tmp_path / "data", ("Cello", "Oboe"))
+    run_cmd(untargeted, tmp_path / "u", "--data", data, "--models", "vgg13", "--no-audio")
     with pytest.raises(SystemExit, match="other settings"):
-        run_cmd(untargeted, tmp_path / "u", "--models", "vgg13", "--per-class", "2")
+        run_cmd(untargeted, tmp_path / "u", "--data", data, "--models", "vgg13", "--per-class", "1")
 
 
 def test_overrides_are_typed_and_checked():

@@ -138,7 +138,13 @@ def _coerce(text: str, current: Any, hint: Any) -> Any:
 def apply_overrides(
     configs: dict[str, tuple[str, Any]], overrides: Sequence[str]
 ) -> dict[str, tuple[str, Any]]:
-    """Apply ``--set ATTACK.FIELD=VALUE`` overrides (e.g. ``cw.max_iterations=500``)."""
+    """Apply ``--set ATTACK.FIELD=VALUE`` overrides (e.g. ``cw.max_iterations=500``).
+
+    An attack this experiment does not run (``lbfgs`` in the untargeted one) is skipped with a
+    warning, so one set of flags serves all three commands; an unknown attack is an error.
+    """
+    from jaxadv.attacks import ATTACKS
+
     out = dict(configs)
     for item in overrides:
         try:
@@ -146,6 +152,9 @@ def apply_overrides(
             name, field = lhs.split(".", 1)
         except ValueError:
             raise SystemExit(f"--set {item!r}: expected ATTACK.FIELD=VALUE") from None
+        if name not in out and name in ATTACKS:
+            log.warning("--set %s: this experiment does not run %s; ignored", item, name)
+            continue
         if name not in out:
             raise SystemExit(f"--set {item!r}: no attack {name!r} here; choose from {sorted(out)}")
         key, cfg = out[name]

@@ -23,23 +23,25 @@ ATTACK_ORDER = ("noise", "fgsm", "deepfool", "cw")
 def figure3(run: E.Run, model: str, rows: Sequence[dict], fname: str | None = None) -> Path | None:
     """Spectrograms of one clip and its C&W and DeepFool versions (SNR in the titles).
 
-    Uses ``fname`` if given, else the first clip on which both attacks succeeded on ``model``.
+    Uses ``fname`` if given, else the first clip on which both attacks succeeded on ``model``,
+    else the first clip both attacked (a failed attack is marked in its panel's title).
     """
     from jaxadv import audio
 
     mine = [r for r in rows if r["model"] == model and r["adv_file"]]
     by = {(r["attack"], r["fname"]): r for r in mine}
     names = [fname] if fname else [r["fname"] for r in mine if r["attack"] == "cw"]
-    for f in names:
-        cw, df = by.get(("cw", f)), by.get(("deepfool", f))
-        if cw and df and cw["success"] and df["success"]:
-            break
-    else:
+    both = [f for f in names if ("cw", f) in by and ("deepfool", f) in by]
+    good = [f for f in both if by[("cw", f)]["success"] and by[("deepfool", f)]["success"]]
+    if not both:
         return None
+    f = (good or both)[0]
+    cw, df = by[("cw", f)], by[("deepfool", f)]
     panels = [(f"{cw['label']} ({f})", run.waves[f])]
     for title, r in (("C&W", cw), ("DeepFool", df)):
         adv = audio.load_audio(run.out / r["adv_file"])
-        panels.append((f"{title} → {r['adversarial']} ({r['snr_db']:.1f} dB)", adv))
+        what = r["adversarial"] if r["success"] else "not adversarial"
+        panels.append((f"{title} → {what} ({r['snr_db']:.1f} dB)", adv))
     return figures.spectrograms(panels, run.out / f"figure3_{model}.png")
 
 
