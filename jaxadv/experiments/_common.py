@@ -224,7 +224,7 @@ def parser(experiment: str, description: str) -> argparse.ArgumentParser:
         "--per-class",
         type=int,
         default=None,
-        help="clips per class (default: 6 as the paper with --preset paper, 2 for the demo)",
+        help="clips per class (default: 6 as the paper with --preset paper, 1 for the demo)",
     )
     p.add_argument("--batch-size", type=int, default=16, help="rows per compiled attack batch")
     p.add_argument(
@@ -723,7 +723,7 @@ def start_run(
         raise SystemExit("--batch-size must be at least 1")
     names = parse_models(args.models)
     if args.per_class is None:
-        args.per_class = C.UNTARGETED_PER_CLASS if args.preset == "paper" else 2
+        args.per_class = C.UNTARGETED_PER_CLASS if args.preset == "paper" else 1
     fp = _fingerprint(args, experiment)
     cfg_path = out / "config.json"
     if cfg_path.exists():
