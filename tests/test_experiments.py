@@ -200,3 +200,21 @@ def test_sharding_over_four_devices_equals_one_device(tmp_path):
     for k in a.files:
         if k != "devices":
             np.testing.assert_allclose(a[k].astype(float), b[k].astype(float), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("n,batch", [(26, 16), (25, 16), (16, 16), (5, 16), (33, 8)])
+def test_batches_are_balanced_per_bucket(n, batch):
+    """Near-equal batches per bucket (one compiled shape after padding), all jobs once, in order."""
+    clips = demo.eval_clips()[:n]
+    jobs = [E.Job(c) for c in clips]
+    lengths = {c.fname: 40000 if i % 3 else 100000 for i, c in enumerate(clips)}  # two buckets
+    batches = E.plan_batches(jobs, lengths, batch)
+    for bucket in (65536, 131072):
+        sizes = [len(b) for b in batches if (lengths[b[0].clip.fname] > 65536) == (bucket > 65536)]
+        assert max(sizes) <= batch and max(sizes) - min(sizes) <= 1
+        assert len(sizes) == -(-sum(sizes) // batch)
+    flat = [j for b in batches for j in b]
+    assert sorted(j.clip.fname for j in flat) == sorted(c.fname for c in clips)
+    for b in batches:  # one bucket per batch, job order kept
+        assert len({lengths[j.clip.fname] > 65536 for j in b}) == 1
+        assert [clips.index(j.clip) for j in b] == sorted(clips.index(j.clip) for j in b)

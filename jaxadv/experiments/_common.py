@@ -79,12 +79,12 @@ def attack_configs(experiment: str, preset: str, model: str) -> dict[str, tuple[
             out = {
                 "noise": ("noise", A.NoiseConfig(snr_db=20.0)),
                 "fgsm": ("fgsm", A.FGSMConfig(snr_db=20.0)),
-                "deepfool": ("deepfool", A.DeepFoolConfig(steps=50)),
+                "deepfool": ("deepfool", A.DeepFoolConfig(steps=30, candidates=4)),
                 "cw": (
                     "cw",
                     A.CWConfig(
-                        binary_search_steps=4,
-                        max_iterations=100,
+                        binary_search_steps=3,
+                        max_iterations=60,
                         learning_rate=1e-3,
                         initial_const=1e-1,
                     ),
@@ -101,12 +101,12 @@ def attack_configs(experiment: str, preset: str, model: str) -> dict[str, tuple[
         return {
             "lbfgs": (
                 "lbfgs",
-                A.LBFGSConfig(binary_search_steps=3, max_iterations=40, initial_const=1.0),
+                A.LBFGSConfig(binary_search_steps=2, max_iterations=40, initial_const=1.0),
             ),
             "cw": (
                 "cw",
                 A.CWConfig(
-                    binary_search_steps=4, max_iterations=100, learning_rate=1e-3, initial_const=1.0
+                    binary_search_steps=3, max_iterations=60, learning_rate=1e-3, initial_const=1.0
                 ),
             ),
         }
@@ -311,7 +311,9 @@ def select_clips(
 
     Real data with ``train.csv``: the authors' attack list (first 10 verified clips per class,
     ORIGINALS.md §5.9), then a seeded ``per_class`` subset. A test CSV (or the demo): a seeded
-    ``per_class`` subset of its clips.
+    ``per_class`` subset of its clips. The embedded demo keeps only its clips of at most 65536
+    samples (2.05 s; 3 of its 6 per class): one length bucket, so one compiled program per attack
+    and model, which keeps the default commands within minutes on a CPU.
     """
     from jaxadv import datasets as D
     from jaxadv import demo
@@ -324,6 +326,14 @@ def select_clips(
         clips = D.read_test(root)
     if classes is not None:
         clips = D.music_subset(clips, classes)
+    if data is None:
+        import soundfile as sf
+
+        def samples(c: Clip) -> float:
+            info = sf.info(str(c.path))
+            return info.frames * C.SAMPLE_RATE / info.samplerate
+
+        clips = [c for c in clips if samples(c) <= C.AUTHORS_BLOCK]
     return D.untargeted_subset(clips, per_class, seed=seed, allow_fewer=True)
 
 
@@ -359,18 +369,22 @@ def load_waves(
 # ---------------------------------------------------------------------------------------------
 
 
-def shard(arrays: Sequence[np.ndarray], n_rows: int) -> tuple[list[Any], int]:
+def shard(
+    arrays: Sequence[np.ndarray], n_rows: int, rows: int | None = None
+) -> tuple[list[Any], int]:
     """Put batch arrays on all local devices, split along the batch axis.
 
-    The batch is padded (by repeating its last row) to a multiple of the device count; returns the
-    device arrays and the number of real rows. With one device this is a plain transfer.
+    The batch is padded (by repeating its last row) to ``rows`` (default ``n_rows``) rounded up to
+    a multiple of the device count; returns the device arrays and the number of real rows. With
+    one device this is a plain transfer.
     """
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     devs = jax.local_devices()
     n = len(devs)
-    pad = (-n_rows) % n
+    pad = max(rows or n_rows, n_rows) - n_rows
+    pad += (-(n_rows + pad)) % n
     if pad:
         arrays = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in arrays]
     if n == 1:
@@ -419,7 +433,13 @@ class Job:
 
 
 def plan_batches(jobs: Sequence[Job], lengths: dict[str, int], batch_size: int) -> list[list[Job]]:
-    """Fixed batches: jobs grouped by bucket length (in job order), ``batch_size`` per batch."""
+    """Fixed batches: jobs grouped by bucket length (in job order), at most ``batch_size`` each.
+
+    A bucket of ``n`` jobs is cut into ``k = ceil(n / batch_size)`` batches of near-equal size
+    (they differ by at most one row; :func:`run_batch` pads the short ones), so each bucket
+    compiles one program per attack instead of a second one for a small remainder. The plan
+    depends only on the jobs, so a resumed run gets the same batches.
+    """
     from jaxadv.frontend import bucket_length
 
     buckets: dict[int, list[Job]] = {}
@@ -428,7 +448,9 @@ def plan_batches(jobs: Sequence[Job], lengths: dict[str, int], batch_size: int) 
     out = []
     for n in sorted(buckets):
         b = buckets[n]
-        out += [b[i : i + batch_size] for i in range(0, len(b), batch_size)]
+        k = -(-len(b) // batch_size)
+        cuts = [len(b) * i // k for i in range(k + 1)]
+        out += [b[cuts[i] : cuts[i + 1]] for i in range(k)]
     return out
 
 
@@ -490,8 +512,13 @@ def run_batch(
     jobs: Sequence[Job],
     waves: dict[str, np.ndarray],
     seed: int,
+    rows: int | None = None,
 ) -> tuple[Any, np.ndarray, np.ndarray, float]:
-    """Attack one batch; returns ``(metrics (host arrays), x, adversarial, seconds)``."""
+    """Attack one batch; returns ``(metrics (host arrays), x, adversarial, seconds)``.
+
+    ``rows``: pad the batch to this many rows (repeats of its last job, whose results are
+    dropped), so that batches of one bucket share one compiled program.
+    """
     import jax
 
     from jaxadv import attacks as A
@@ -504,7 +531,7 @@ def run_batch(
     kwargs: dict[str, Any] = {"config": config}
     if attack_key == "noise":
         arrays.append(np.stack([example_key(seed, model.name, j.clip.fname) for j in jobs]))
-    dev, n = shard(arrays, len(jobs))
+    dev, n = shard(arrays, len(jobs), rows)
     xd, ld, yd = dev[:3]
     rest = dev[3:]
     if targeted:
@@ -572,6 +599,14 @@ def sweep(
 
     lengths = {k: len(v) for k, v in waves.items()}
     batches = plan_batches([j for j in jobs if j.clip.fname in waves], lengths, batch_size)
+    from jaxadv.frontend import bucket_length
+
+    def bucket_of(b: Sequence[Job]) -> int:
+        return bucket_length(max(lengths[j.clip.fname] for j in b))
+
+    rows: dict[int, int] = {}  # bucket -> rows of its compiled program
+    for b in batches:
+        rows[bucket_of(b)] = max(rows.get(bucket_of(b), 0), len(b))
     for name, (key, cfg) in attacks.items():
         total = sum(len(b) for b in batches)
         done = sum(
@@ -592,7 +627,7 @@ def sweep(
         for b in batches:
             if all((model.name, name, j.clip.fname, j.target_name) in store for j in b):
                 continue
-            met, x, adv, secs = run_batch(model, key, cfg, b, waves, seed)
+            met, x, adv, secs = run_batch(model, key, cfg, b, waves, seed, rows[bucket_of(b)])
             files = [""] * len(b)
             if write_audio:
                 for i, j in enumerate(b):
