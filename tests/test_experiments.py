@@ -161,7 +161,7 @@ def test_a_changed_command_does_not_mix_into_an_old_run(tmp_path):
     data = small_data(tmp_path / "data", ("Cello", "Oboe"))
     run_cmd(untargeted, tmp_path / "u", "--data", data, "--models", "vgg13", "--no-audio")
     with pytest.raises(SystemExit, match="other settings"):
-        run_cmd(untargeted, tmp_path / "u", "--data", data, "--models", "vgg13", "--per-class", "1")
+        run_cmd(untargeted, tmp_path / "u", "--data", data, "--models", "vgg13", "--per-class", "2")
 
 
 def test_overrides_are_typed_and_checked():

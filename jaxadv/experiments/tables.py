@@ -151,7 +151,9 @@ def table4(rows: Sequence[Row], attack: str, labels: Sequence[str]) -> Table:
         lambda rs: _mean(r["snr_db"] for r in rs if r["success"]),
         f"Table 4: mean SNR (dB) of successful targeted {attack} attacks, all models",
     )
-    return dataclasses.replace(t, digits=2, note="Rows: source (true) label; columns: target label.")
+    return dataclasses.replace(
+        t, digits=2, note="Rows: source (true) label; columns: target label."
+    )
 
 
 def success_matrix(rows: Sequence[Row], attack: str, labels: Sequence[str]) -> Table:
