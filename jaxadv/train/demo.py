@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -32,16 +31,6 @@ DEMO_BATCH = 64
 DEMO_SEED = 1000
 DEMO_PER_CLASS = 100
 MIN_ACCURACY = 0.90
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -114,6 +103,8 @@ def write_readme(out: Path, summary: dict) -> Path:
     """``README.md`` of the demo models: widths, sizes, accuracies, the command, the machine."""
     import jax
 
+    from jaxadv.machine import cpu_model
+
     total = sum(v["bytes"] for v in summary.values())
     rows = "\n".join(
         f"| {k} | {v['width']} | {v['epochs']} | {v['train_accuracy']:.4f} | "
@@ -153,7 +144,7 @@ Reproduce from scratch (renders {DEMO_PER_CLASS} clips per label with fluidsynth
 python -m jaxadv.train.demo            # all five; --models vgg13 for one
 ```
 
-Trained on: {cpu_name()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax
+Trained on: {cpu_model()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax
 {jax.__version__}{f", jaxadv commit {commit}" if commit else ""}.
 """
     path = out / "README.md"
