@@ -101,7 +101,7 @@ def attack_configs(experiment: str, preset: str, model: str) -> dict[str, tuple[
         return {
             "lbfgs": (
                 "lbfgs",
-                A.LBFGSConfig(binary_search_steps=2, max_iterations=40, initial_const=1.0),
+                A.LBFGSConfig(binary_search_steps=2, max_iterations=25, initial_const=1.0),
             ),
             "cw": (
                 "cw",
