@@ -830,8 +830,21 @@ def clean_pass(run: Run) -> Path:
     return path
 
 
-def print_outputs(run: Run, tables: Sequence[Any], files: Sequence[Path]) -> None:
+def attack_models(
+    run: Run, jobs_of: Callable[[Sequence[Clip]], list[Job]], *, write_audio: bool
+) -> None:
+    """Sweep every model of ``run`` with its attacks over ``jobs_of(correctly classified clips)``."""
+    for m in run.models:
+        jobs = jobs_of(correct_clips(run.clips, run.preds[m.name]))
+        sweep(
+            run.out, run.store, m, run.attacks(m.name), jobs, run.waves,
+            batch_size=run.args.batch_size, seed=run.args.seed, write_audio=write_audio,
+        )  # fmt: skip
+
+
+def print_outputs(run: Run, tables: Sequence[Any]) -> None:
     """Print the tables and where every file of the run went."""
+    files = sorted(p for p in run.out.iterdir() if p.is_file())
     if run.args.preset == "demo":
         print("\n" + DEMO_NOTE)
     for t in tables:

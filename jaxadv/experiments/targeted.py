@@ -54,15 +54,8 @@ def run(args: argparse.Namespace) -> E.Run:
     """Run (or resume) Experiment 2 with parsed flags; returns the run."""
     r = E.start_run(args, "targeted", classes=C.MUSIC_CLASSES)
     E.clean_pass(r)
-    for m in r.models:
-        jobs = jobs_for(E.correct_clips(r.clips, r.preds[m.name]))
-        E.sweep(
-            r.out, r.store, m, r.attacks(m.name), jobs, r.waves,
-            batch_size=args.batch_size, seed=args.seed, write_audio=not args.no_audio,
-        )  # fmt: skip
-    ts = report(r)
-    files = sorted(p for p in r.out.iterdir() if p.is_file())
-    E.print_outputs(r, ts, files)
+    E.attack_models(r, jobs_for, write_audio=not args.no_audio)
+    E.print_outputs(r, report(r))
     return r
 
 

@@ -23,6 +23,7 @@ from jaxadv import audio
 from jaxadv import config as C
 from jaxadv.experiments import _common as E
 from jaxadv.experiments import results, tables
+from jaxadv.experiments.untargeted import untargeted_jobs
 
 TRANSFER_COLUMNS = (
     "source_model",  # the model the adversarial example was made for
@@ -92,12 +93,8 @@ def run(args: argparse.Namespace) -> E.Run:
             raise SystemExit(f"{base / 'results.csv'} has no rows for these models and clips")
     else:
         base = r.out
-        for m in r.models:
-            jobs = [E.Job(c) for c in E.correct_clips(r.clips, r.preds[m.name])]
-            E.sweep(
-                r.out, r.store, m, r.attacks(m.name), jobs, r.waves,
-                batch_size=args.batch_size, seed=args.seed, write_audio=True,
-            )  # fmt: skip
+        # the adversarial audio is what gets transferred: always written
+        E.attack_models(r, untargeted_jobs, write_audio=True)
         rows = [x for x in r.store.rows() if x["model"] in names and x["fname"] in r.waves]
     trows = evaluate_transfer(r, rows, base)
     with open(r.out / "transfer.csv", "w", newline="") as f:
@@ -112,8 +109,7 @@ def run(args: argparse.Namespace) -> E.Run:
     for a, t in zip(("deepfool", "cw"), per_attack, strict=True):
         t = tables.Table(t.title.replace("DeepFool and C&W", a), t.header, t.rows, t.note)
         t.write(r.out, f"table5_{a}")
-    files = sorted(p for p in r.out.iterdir() if p.is_file())
-    E.print_outputs(r, [t5], files)
+    E.print_outputs(r, [t5])
     return r
 
 

@@ -45,6 +45,11 @@ def figure3(run: E.Run, model: str, rows: Sequence[dict], fname: str | None = No
     return figures.spectrograms(panels, run.out / f"figure3_{model}.png")
 
 
+def untargeted_jobs(clips: Sequence) -> list[E.Job]:
+    """One untargeted job per clip."""
+    return [E.Job(c) for c in clips]
+
+
 def report(run: E.Run) -> list[tables.Table]:
     """Tables 2 and 3, Figures 1 and 3 and results.json from the stored rows of this run."""
     names = [m.name for m in run.models]
@@ -67,15 +72,8 @@ def run(args: argparse.Namespace) -> E.Run:
     """Run (or resume) Experiment 1 with parsed flags; returns the run."""
     r = E.start_run(args, "untargeted")
     E.clean_pass(r)
-    for m in r.models:
-        jobs = [E.Job(c) for c in E.correct_clips(r.clips, r.preds[m.name])]
-        E.sweep(
-            r.out, r.store, m, r.attacks(m.name), jobs, r.waves,
-            batch_size=args.batch_size, seed=args.seed, write_audio=not args.no_audio,
-        )  # fmt: skip
-    ts = report(r)
-    files = sorted(p for p in r.out.iterdir() if p.is_file())
-    E.print_outputs(r, ts, files)
+    E.attack_models(r, untargeted_jobs, write_audio=not args.no_audio)
+    E.print_outputs(r, report(r))
     return r
 
 
