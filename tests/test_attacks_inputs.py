@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 from _attack_helpers import chunked_problem
 
 from jaxadv import attacks as A
+from jaxadv.attacks import common
 
 
 def _problem():
@@ -61,23 +63,152 @@ def test_targets_required_or_forbidden():
         A.white_noise(fn, params, x, lengths, labels, key=jax.random.split(jax.random.key(0), 3))
 
 
-@pytest.mark.parametrize(
-    "attack,config,message",
-    [
-        ("cw", A.CWConfig(scores="probs"), r"unknown scores 'probs'"),
-        ("cw", A.CWConfig(distance="l1"), r"carlini_wagner: distance='l1' is not one of"),
-        ("cw", A.CWConfig(success="prob"), r"success='prob' is not one of"),
-        ("deepfool", A.DeepFoolConfig(norm="l1"), r"deepfool: norm='l1' is not one of"),
-        ("deepfool", A.DeepFoolConfig(candidates=1), r"candidates must be >= 2 or None"),
-        ("fgsm", A.FGSMConfig(mode="pgd"), r"fgsm: mode='pgd' is not one of"),
-        ("lbfgs", A.LBFGSConfig(search="grid"), r"lbfgs: search='grid' is not one of"),
-    ],
-)
-def test_bad_config(attack, config, message):
+def test_out_of_box_waveform():
+    """Item 7: a float waveform at int16 scale is rejected (host and device arrays alike)."""
     fn, params, x, lengths, labels = _problem()
-    targets = (labels + 1) % 5 if attack == "lbfgs" else None
+    loud = x.copy()
+    loud[2] *= 32767.0 / np.abs(loud[2]).max()  # int16 scale
+    loud[4, 10] = -3.0
+    message = (
+        r"carlini_wagner: x is outside the \[-1, 1\] waveform box \(examples \[2, 4\], peak "
+        r"\|x\| 32767, 3; limit 2\): pass float waveforms in \[-1, 1\], e\.g\. divide int16 "
+        r"samples by 32768 \(jaxadv\.audio\.load_audio returns \[-1, 1\]\)"
+    )
+    for xs in (loud, jnp.asarray(loud)):
+        with pytest.raises(ValueError, match=message):
+            A.carlini_wagner(fn, params, xs, lengths, labels)
+    with pytest.raises(ValueError, match=r"white_noise: x is outside .*examples \[2, 4\]"):
+        A.white_noise(fn, params, loud, lengths, labels, key=jax.random.key(0))
+
+
+def test_box_tolerance_and_padding():
+    """Resampling overshoot (|x| up to 2) passes; samples beyond lengths[b] are not checked."""
+    fn, params, x, lengths, labels = _problem()
+    x = x.copy()
+    x[0, 5] = 1.8  # within the tolerance
+    x[1, lengths[1] :] = 1000.0  # padding junk, not a valid sample
+    for xs in (x, jnp.asarray(x)):
+        xv, lv, yv, _ = common.validate("test", fn, params, xs, lengths, labels)
+        assert isinstance(xv, jax.Array) and xv.dtype == jnp.float32
+    x[1, lengths[1] - 1] = 2.5
+    with pytest.raises(ValueError, match=r"test: x is outside .*examples \[1\], peak \|x\| 2\.5"):
+        common.validate("test", fn, params, jnp.asarray(x), lengths, labels)
+
+
+BAD_FIELDS = [
+    # (config class, field, bad value, rule in the message)
+    (A.NoiseConfig, "snr_db", float("nan"), "a finite number"),
+    (A.NoiseConfig, "snr_db", float("inf"), "a finite number"),
+    (A.NoiseConfig, "snr_db", "20", "a finite number"),
+    (A.NoiseConfig, "clip", 1, "True or False"),
+    (A.FGSMConfig, "mode", "pgd", r"one of \['search', 'snr'\]"),
+    (A.FGSMConfig, "snr_db", float("nan"), "a finite number"),
+    (A.FGSMConfig, "clip", None, "True or False"),
+    (A.FGSMConfig, "scores", "probs", r"one of \['log_probs', 'logits'\]"),
+    (A.FGSMConfig, "epsilons", 0, "an integer >= 1"),
+    (A.FGSMConfig, "epsilons", 10.0, "an integer >= 1"),
+    (A.FGSMConfig, "max_epsilon", 0.0, "a finite number > 0"),
+    (A.FGSMConfig, "max_epsilon", float("inf"), "a finite number > 0"),
+    (A.FGSMConfig, "refine_below", -1, "an integer >= 0"),
+    (A.FGSMConfig, "refine_steps", 0, "an integer >= 1"),
+    (A.FGSMConfig, "block", 0, "an integer >= 1"),
+    (A.DeepFoolConfig, "norm", "l1", r"one of \['l2', 'linf'\]"),
+    (A.DeepFoolConfig, "steps", -1, "an integer >= 1"),
+    (A.DeepFoolConfig, "steps", True, "an integer >= 1"),
+    (A.DeepFoolConfig, "candidates", 1, "None or an integer >= 2"),
+    (A.DeepFoolConfig, "overshoot", -1.5, "a finite number >= -1"),
+    (A.DeepFoolConfig, "overshoot", float("nan"), "a finite number >= -1"),
+    (A.DeepFoolConfig, "overshoot_mode", "total", r"one of \['cumulative', 'per_step'\]"),
+    (A.DeepFoolConfig, "select", "first", r"one of \['max', 'min'\]"),
+    (A.DeepFoolConfig, "residual", "yes", "True or False"),
+    (A.DeepFoolConfig, "exclude", [0], "a tuple of integers >= 0"),
+    (A.DeepFoolConfig, "exclude", (0, -1), "a tuple of integers >= 0"),
+    (A.DeepFoolConfig, "numerator_eps", -1e-5, "a finite number >= 0"),
+    (A.DeepFoolConfig, "step_eps", float("inf"), "a finite number >= 0"),
+    (A.DeepFoolConfig, "scores", "probs", r"one of \['log_probs', 'logits'\]"),
+    (A.DeepFoolConfig, "vjp_batch", 0, "None or an integer >= 1"),
+    (A.DeepFoolConfig, "compact_levels", -1, "an integer >= 0"),
+    (A.CWConfig, "binary_search_steps", 0, "an integer >= 1"),
+    (A.CWConfig, "max_iterations", -3, "an integer >= 1"),
+    (A.CWConfig, "learning_rate", 0.0, "a finite number > 0"),
+    (A.CWConfig, "learning_rate", float("nan"), "a finite number > 0"),
+    (A.CWConfig, "initial_const", -1.0, "a finite number > 0"),
+    (A.CWConfig, "confidence", -0.5, "a finite number >= 0"),
+    (A.CWConfig, "confidence", float("inf"), "a finite number >= 0"),
+    (A.CWConfig, "abort_early", 0, "True or False"),
+    (A.CWConfig, "abort_prev_init", float("nan"), r"a number \(not NaN; inf allowed\) > 0"),
+    (A.CWConfig, "abort_prev_init", 0.0, r"a number \(not NaN; inf allowed\) > 0"),
+    (A.CWConfig, "adam_eps", 0.0, "a finite number > 0"),
+    (A.CWConfig, "distance", "l1", r"one of \['mean', 'range', 'sum'\]"),
+    (A.CWConfig, "scores", "probs", r"one of \['log_probs', 'logits'\]"),
+    (A.CWConfig, "success", "prob", r"one of \['margin', 'threshold'\]"),
+    (A.CWConfig, "const_update", "foolbox", r"one of \['authors', 'carlini'\]"),
+    (A.CWConfig, "untargeted_threshold", 0.0, r"a finite number in \(0, 1\]"),
+    (A.CWConfig, "targeted_threshold", 1.5, r"a finite number in \(0, 1\]"),
+    (A.CWConfig, "compact_levels", 1.5, "an integer >= 0"),
+    (A.LBFGSConfig, "mode", "numpy", r"one of \['jax', 'scipy'\]"),
+    (A.LBFGSConfig, "search", "grid", r"one of \['bisect', 'foolbox1'\]"),
+    (A.LBFGSConfig, "binary_search_steps", 0, "an integer >= 1"),
+    (A.LBFGSConfig, "initial_const", 0.0, "a finite number > 0"),
+    (A.LBFGSConfig, "max_iterations", -1, "an integer >= 1"),
+    (A.LBFGSConfig, "memory", 0, "an integer >= 1"),
+    (A.LBFGSConfig, "distance", "l1", r"one of \['normalised', 'sum'\]"),
+    (A.LBFGSConfig, "loss_scale", 0.0, "a finite number > 0"),
+    (A.LBFGSConfig, "scores", "probs", r"one of \['log_probs', 'logits'\]"),
+    (A.LBFGSConfig, "pgtol", -1e-5, "a finite number >= 0"),
+    (A.LBFGSConfig, "factr", float("nan"), "a finite number >= 0"),
+    (A.LBFGSConfig, "max_linesearch", 0, "an integer >= 1"),
+    (A.LBFGSConfig, "search_epsilon", 0.0, "a finite number > 0"),
+    (A.LBFGSConfig, "max_doublings", -1, "an integer >= 0"),
+    (A.LBFGSConfig, "best_over", "points", r"one of \['evaluations', 'solves'\]"),
+    (A.LBFGSConfig, "compact_levels", True, "an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("cls,field,value,rule", BAD_FIELDS)
+def test_bad_config_field(cls, field, value, rule):
+    """Item 8: every field is range-checked when the config is made, and by dataclasses.replace."""
+    message = rf"{cls.__name__}: {field} must be {rule}, got {re.escape(repr(value))}$"
     with pytest.raises(ValueError, match=message):
-        A.ATTACKS[attack](fn, params, x, lengths, labels, targets=targets, config=config)
+        cls(**{field: value})
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(cls(), **{field: value})  # what --set does
+
+
+def test_every_config_field_has_a_bad_value():
+    tested = {(cls, field) for cls, field, *_ in BAD_FIELDS}
+    for spec in A.ATTACKS.values():
+        for f in dataclasses.fields(spec.config):
+            assert (spec.config, f.name) in tested, (spec.config.__name__, f.name)
+
+
+def test_good_config_values():
+    """Edge values that stay valid: inf abort_prev_init, None candidates, numpy scalars, etc."""
+    A.CWConfig(abort_prev_init=float("inf"), confidence=0.0, targeted_threshold=1.0)
+    A.CWConfig(max_iterations=np.int64(5), learning_rate=np.float32(1e-3), initial_const=1)
+    A.DeepFoolConfig(candidates=None, overshoot=-1.0, exclude=(0, 3), vjp_batch=2)
+    A.NoiseConfig(snr_db=-10.0, clip=np.bool_(True))
+    A.FGSMConfig(refine_below=0)
+    A.LBFGSConfig(max_doublings=0, pgtol=0.0)
+
+
+def test_check_fields_needs_a_rule_per_field():
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        a: int = 1
+        b: int = 2
+
+        def __post_init__(self):
+            common.check_fields(self, {"a": common.integer(0)})
+
+    with pytest.raises(TypeError, match=r"Cfg: rules for fields \['b'\] missing"):
+        Cfg()
+
+
+def test_wrong_config_type():
+    fn, params, x, lengths, labels = _problem()
+    with pytest.raises(TypeError, match="deepfool: config must be a DeepFoolConfig, got CWConfig"):
+        A.deepfool(fn, params, x, lengths, labels, config=A.CWConfig())
 
 
 def test_configs_are_hashable_presets():

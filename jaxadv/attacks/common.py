@@ -20,8 +20,11 @@ Losses are therefore written once, per chunk, over ``[B, Q, C]`` scores with a `
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, Literal
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +37,14 @@ Array = jax.Array
 Scores = Literal["log_probs", "logits"]
 
 BOX = (C.BOX_MIN, C.BOX_MAX)  # waveform box of every attack
+# Input waveforms are rejected when a valid sample's |x| exceeds (1 + BOX_TOLERANCE) times the box
+# bound. Not 1e-3 (float rounding only): jaxadv.audio.load_audio resamples without clipping, and
+# resampling a recording clipped at full scale overshoots the box (44.1 -> 32 kHz, soxr HQ: a
+# full-scale square wave peaks at 1.22, clipped Gaussian noise at 1.80); the attacks that need
+# the box clip to it first, as the authors do. A scale error is orders of magnitude beyond:
+# int16 samples as floats peak at up to 32767, and any int16 clip louder than 2 LSB is caught.
+BOX_TOLERANCE = 1.0
+BOX_LIMIT = max(abs(C.BOX_MIN), abs(C.BOX_MAX)) * (1.0 + BOX_TOLERANCE)
 TANH_SHRINK = 0.999999  # Carlini's factor keeping atanh finite at the box edges
 
 
@@ -325,6 +336,22 @@ def _int_vector(name: str, attack: str, v: Any, batch: int) -> np.ndarray:
     return a
 
 
+def _row_stats_np(x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: all samples finite ``[B]``, and the peak ``|x|`` of the finite valid samples ``[B]``."""
+    finite = np.isfinite(x)
+    valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
+    peak = np.max(np.where(valid & finite, np.abs(x), 0.0), axis=1)
+    return finite.all(axis=1), peak
+
+
+@jax.jit
+def _row_stats(x: Array, lengths: Array) -> tuple[Array, Array]:
+    """:func:`_row_stats_np` on the device (one fused reduction; only ``[B]`` vectors come back)."""
+    finite = jnp.isfinite(x)
+    peak = jnp.max(jnp.where(valid_mask(x.shape[1], lengths) & finite, jnp.abs(x), 0.0), axis=1)
+    return jnp.all(finite, axis=1), peak
+
+
 def validate(
     attack: str,
     fn: Any,
@@ -338,11 +365,13 @@ def validate(
 ) -> tuple[Array, Array, Array, Array | None]:
     """Check an attack's inputs on the host and return them as device arrays.
 
-    Checks: ``x`` is ``[B, N]`` and finite; ``lengths`` is ``[B]`` integers in ``[1, N]``; labels
-    and targets are ``[B]`` integers in ``[0, C)``; ``targets != labels``; targets are given iff the
-    attack requires them. Raises ``ValueError`` naming the array and the problem.
+    Checks: ``x`` is ``[B, N]`` and finite; ``lengths`` is ``[B]`` integers in ``[1, N]``; the valid
+    samples of ``x`` (``index < lengths[b]``) lie in the [-1, 1] box up to :data:`BOX_TOLERANCE`
+    (catches int16-scale waveforms); labels and targets are ``[B]`` integers in ``[0, C)``;
+    ``targets != labels``; targets are given iff the attack requires them. Raises ``ValueError``
+    naming the array and the problem.
     """
-    # a device array stays on the device: only the per-row finiteness flags come back
+    # a device array stays on the device: only per-row finiteness flags and peaks come back
     xa = x if isinstance(x, jax.Array) else np.asarray(x)
     if xa.ndim != 2:
         raise ValueError(f"{attack}: x must be a [B, N] waveform batch, got shape {xa.shape}")
@@ -351,15 +380,26 @@ def validate(
     b, n = xa.shape
     if b == 0 or n == 0:
         raise ValueError(f"{attack}: x must be non-empty, got shape {xa.shape}")
-    xp = jnp if isinstance(xa, jax.Array) else np
-    finite = np.asarray(xp.all(xp.isfinite(xa), axis=1))
-    if not finite.all():
-        rows = np.nonzero(~finite)[0][:5].tolist()
-        raise ValueError(f"{attack}: x contains NaN or Inf (examples {rows})")
     la = _int_vector("lengths", attack, lengths, b)
     if la.min() < 1 or la.max() > n:
         i = int(np.argmax((la < 1) | (la > n)))
         raise ValueError(f"{attack}: lengths[{i}] = {la[i]} is outside [1, {n}] (N = x.shape[1])")
+    if isinstance(xa, jax.Array):
+        finite, peak = jax.device_get(_row_stats(xa, jnp.asarray(la, jnp.int32)))
+    else:
+        finite, peak = _row_stats_np(xa, la)
+    if not finite.all():
+        rows = np.nonzero(~finite)[0][:5].tolist()
+        raise ValueError(f"{attack}: x contains NaN or Inf (examples {rows})")
+    over = np.nonzero(peak > BOX_LIMIT)[0]
+    if over.size:
+        rows = over[:5].tolist()
+        peaks = ", ".join(f"{float(peak[i]):.6g}" for i in rows)
+        raise ValueError(
+            f"{attack}: x is outside the [{C.BOX_MIN:g}, {C.BOX_MAX:g}] waveform box (examples "
+            f"{rows}, peak |x| {peaks}; limit {BOX_LIMIT:g}): pass float waveforms in [-1, 1], e.g. "
+            "divide int16 samples by 32768 (jaxadv.audio.load_audio returns [-1, 1])"
+        )
     c = num_classes(fn, params, (b, n))
     ya = _int_vector("labels", attack, labels, b)
     if ya.min() < 0 or ya.max() >= c:
@@ -396,3 +436,108 @@ def check_choice(attack: str, field: str, value: Any, choices: Any) -> None:
     """Raise a clear error if a config field is not one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{attack}: {field}={value!r} is not one of {sorted(map(str, choices))}")
+
+
+# --- config validation (each attack config's __post_init__) ----------------------------------
+
+
+class Rule(NamedTuple):
+    """A config field's valid values: ``ok(value)`` and the rule as words (``"an integer >= 1"``)."""
+
+    text: str
+    ok: Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v: Any) -> bool:
+    return _is_int(v) or isinstance(v, (float, np.floating))
+
+
+def integer(lo: int, *, none: bool = False) -> Rule:
+    """An integer ``>= lo`` (``none``: or None)."""
+    text = f"an integer >= {lo}"
+    return Rule(
+        f"None or {text}" if none else text,
+        lambda v: (none and v is None) or (_is_int(v) and v >= lo),
+    )
+
+
+def number(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    finite: bool = True,
+) -> Rule:
+    """A real number (never NaN; ``finite``: no inf) ``>= lo`` (``> lo`` if ``lo_open``), ``<= hi``."""
+
+    def ok(v: Any) -> bool:
+        if not _is_real(v) or math.isnan(v) or (finite and math.isinf(v)):
+            return False
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        return hi is None or v <= hi
+
+    kind = "a finite number" if finite else "a number (not NaN; inf allowed)"
+    if lo is not None and hi is not None:
+        text = f"{kind} in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+    elif lo is not None:
+        text = f"{kind} {'>' if lo_open else '>='} {lo:g}"
+    elif hi is not None:
+        text = f"{kind} <= {hi:g}"
+    else:
+        text = kind
+    return Rule(text, ok)
+
+
+def choice(options: Any) -> Rule:
+    """One of ``options`` (strings; a dict's keys)."""
+    names = sorted(map(str, options))
+    return Rule(f"one of {names}", lambda v: isinstance(v, str) and v in names)
+
+
+def int_tuple(lo: int) -> Rule:
+    """A tuple (hashable: configs are static jit arguments) of integers ``>= lo``."""
+    return Rule(
+        f"a tuple of integers >= {lo}",
+        lambda v: isinstance(v, tuple) and all(_is_int(u) and u >= lo for u in v),
+    )
+
+
+BOOLEAN = Rule("True or False", lambda v: isinstance(v, (bool, np.bool_)))
+SCORES_RULE = choice(SCORES)
+COMPACT_RULE = integer(0)  # compact_levels
+
+
+def check_fields(config: Any, rules: Mapping[str, Rule]) -> None:
+    """Check every field of the dataclass ``config`` against its rule (call in ``__post_init__``).
+
+    Raises ``ValueError("CWConfig: max_iterations must be an integer >= 1, got -3")``: the class,
+    the field, the rule and the value. ``rules`` must name exactly the config's fields (a
+    ``TypeError`` otherwise: a new field needs a rule), so ``dataclasses.replace`` (``--set``) is
+    checked the same way.
+    """
+    cls = type(config).__name__
+    names = [f.name for f in dataclasses.fields(config)]
+    if set(names) != set(rules):
+        raise TypeError(
+            f"{cls}: rules for fields {sorted(set(names) - set(rules))} missing, "
+            f"{sorted(set(rules) - set(names))} unknown"
+        )
+    for name in names:
+        value = getattr(config, name)
+        try:
+            ok = rules[name].ok(value)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{cls}: {name} must be {rules[name].text}, got {value!r}")
+
+
+def check_config(attack: str, config: Any, cls: type) -> None:
+    """Raise a clear error unless ``config`` is a ``cls`` (e.g. a CWConfig passed to deepfool)."""
+    if not isinstance(config, cls):
+        raise TypeError(f"{attack}: config must be a {cls.__name__}, got {type(config).__name__}")

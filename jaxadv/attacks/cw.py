@@ -126,6 +126,29 @@ class CWConfig:
     targeted_threshold: float = C.AUTHORS_TARGETED_THRESHOLD
     compact_levels: int = common.COMPACT_LEVELS
 
+    def __post_init__(self) -> None:
+        probability = common.number(0.0, 1.0, lo_open=True)
+        common.check_fields(
+            self,
+            {
+                "binary_search_steps": common.integer(1),
+                "max_iterations": common.integer(1),
+                "learning_rate": common.number(0.0, lo_open=True),
+                "initial_const": common.number(0.0, lo_open=True),  # 0 stays 0 (x10 on failure)
+                "confidence": common.number(0.0),
+                "abort_early": common.BOOLEAN,
+                "abort_prev_init": common.number(0.0, lo_open=True, finite=False),  # Carlini: inf
+                "adam_eps": common.number(0.0, lo_open=True),  # 0: 0/0 at zero gradients
+                "distance": common.choice(DISTANCES),
+                "scores": common.SCORES_RULE,
+                "success": common.choice(SUCCESS),
+                "const_update": common.choice(CONST_UPDATES),
+                "untargeted_threshold": probability,
+                "targeted_threshold": probability,
+                "compact_levels": common.COMPACT_RULE,
+            },
+        )
+
     @classmethod
     def carlini(cls) -> CWConfig:
         """carlini/nn_robust_attacks defaults: bss 9, 10000 its, lr 1e-2, c0 1e-3, kappa 0."""
@@ -394,11 +417,7 @@ def carlini_wagner(
       :class:`CWResult`.
     """
     del key
-    common.check_choice("carlini_wagner", "distance", config.distance, DISTANCES)
-    common.check_choice("carlini_wagner", "success", config.success, SUCCESS)
-    common.check_choice("carlini_wagner", "const_update", config.const_update, CONST_UPDATES)
-    common.check_scores(config.scores)
-    common.check_compact("carlini_wagner", config.compact_levels)
+    common.check_config("carlini_wagner", config, CWConfig)
     x, lengths, labels, targets = common.validate(
         "carlini_wagner", fn, params, x, lengths, labels, targets
     )

@@ -87,6 +87,27 @@ class DeepFoolConfig:
     vjp_batch: int | None = None
     compact_levels: int = common.COMPACT_LEVELS
 
+    def __post_init__(self) -> None:
+        common.check_fields(
+            self,
+            {
+                "norm": common.choice(NORMS),
+                "steps": common.integer(1),
+                "candidates": common.integer(2, none=True),  # the original class and one more
+                # >= -1: a zero step (1 + overshoot = 0) is allowed, the benchmarks time steps so
+                "overshoot": common.number(-1.0),
+                "overshoot_mode": common.choice(OVERSHOOT_MODES),
+                "select": common.choice(SELECT),
+                "residual": common.BOOLEAN,
+                "exclude": common.int_tuple(0),
+                "numerator_eps": common.number(0.0),
+                "step_eps": common.number(0.0),
+                "scores": common.SCORES_RULE,
+                "vjp_batch": common.integer(1, none=True),
+                "compact_levels": common.COMPACT_RULE,
+            },
+        )
+
     @classmethod
     def foolbox3(cls, norm: str = "l2") -> DeepFoolConfig:
         """Foolbox 3.3.4 ``L2DeepFoolAttack`` / ``LinfDeepFoolAttack`` defaults."""
@@ -289,13 +310,7 @@ def deepfool(
       :class:`DeepFoolResult`.
     """
     del key
-    common.check_choice("deepfool", "norm", config.norm, NORMS)
-    common.check_choice("deepfool", "overshoot_mode", config.overshoot_mode, OVERSHOOT_MODES)
-    common.check_choice("deepfool", "select", config.select, SELECT)
-    common.check_scores(config.scores)
-    common.check_compact("deepfool", config.compact_levels)
-    if config.candidates is not None and config.candidates < 2:
-        raise ValueError(f"deepfool: candidates must be >= 2 or None, got {config.candidates}")
+    common.check_config("deepfool", config, DeepFoolConfig)
     x, lengths, labels, _ = common.validate(
         "deepfool", fn, params, x, lengths, labels, targets, targeted="never"
     )

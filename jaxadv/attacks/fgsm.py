@@ -62,6 +62,22 @@ class FGSMConfig:
     refine_steps: int = 20
     block: int = 10
 
+    def __post_init__(self) -> None:
+        common.check_fields(
+            self,
+            {
+                "mode": common.choice(MODES),
+                "snr_db": common.number(),
+                "clip": common.BOOLEAN,
+                "scores": common.SCORES_RULE,
+                "epsilons": common.integer(1),
+                "max_epsilon": common.number(0, lo_open=True),
+                "refine_below": common.integer(0),  # 0: never refine
+                "refine_steps": common.integer(1),
+                "block": common.integer(1),
+            },
+        )
+
     @classmethod
     def authors(cls, rms_ratio: float = 6.0) -> FGSMConfig:
         """``experiment1``: one sign step at ``RMS(x)/rms_ratio`` (6 -> 15.56 dB), CE on the logits."""
@@ -220,7 +236,6 @@ def fgsm(
       :class:`FGSMResult`.
     """
     del key
-    common.check_choice("fgsm", "mode", config.mode, MODES)
-    common.check_scores(config.scores)
+    common.check_config("fgsm", config, FGSMConfig)
     x, lengths, labels, targets = common.validate("fgsm", fn, params, x, lengths, labels, targets)
     return _fgsm_jit(fn, params, x, lengths, labels, targets, config=config)

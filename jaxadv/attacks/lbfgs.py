@@ -120,6 +120,29 @@ class LBFGSConfig:
     best_over: str = "solves"
     compact_levels: int = common.COMPACT_LEVELS
 
+    def __post_init__(self) -> None:
+        common.check_fields(
+            self,
+            {
+                "mode": common.choice(MODES),
+                "search": common.choice(SEARCHES),
+                "binary_search_steps": common.integer(1),
+                "initial_const": common.number(0.0, lo_open=True),
+                "max_iterations": common.integer(1),
+                "memory": common.integer(1),
+                "distance": common.choice(DISTANCES),
+                "loss_scale": common.number(0.0, lo_open=True),
+                "scores": common.SCORES_RULE,
+                "pgtol": common.number(0.0),
+                "factr": common.number(0.0),
+                "max_linesearch": common.integer(1),
+                "search_epsilon": common.number(0.0, lo_open=True),
+                "max_doublings": common.integer(0),
+                "best_over": common.choice(BEST_OVER),
+                "compact_levels": common.COMPACT_RULE,
+            },
+        )
+
     @classmethod
     def authors(cls, mode: str = "jax") -> LBFGSConfig:
         """The authors' Iqbal setting: ``LBFGS(model, binary_search_steps=2, max_iterations=200)``."""
@@ -640,12 +663,7 @@ def lbfgs(
       ``mode="scipy"`` loops over examples on the host.
     """
     del key
-    common.check_choice("lbfgs", "mode", config.mode, MODES)
-    common.check_choice("lbfgs", "search", config.search, SEARCHES)
-    common.check_choice("lbfgs", "distance", config.distance, DISTANCES)
-    common.check_choice("lbfgs", "best_over", config.best_over, BEST_OVER)
-    common.check_scores(config.scores)
-    common.check_compact("lbfgs", config.compact_levels)
+    common.check_config("lbfgs", config, LBFGSConfig)
     x, lengths, labels, targets = common.validate(
         "lbfgs", fn, params, x, lengths, labels, targets, targeted="required"
     )

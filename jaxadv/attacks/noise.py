@@ -41,6 +41,9 @@ class NoiseConfig:
     snr_db: float = 20.0
     clip: bool = False
 
+    def __post_init__(self) -> None:
+        common.check_fields(self, {"snr_db": common.number(), "clip": common.BOOLEAN})
+
     @classmethod
     def from_rms_ratio(cls, rms_ratio: float, **kw: Any) -> NoiseConfig:
         """The authors' parametrisation: ``RMS(noise) = RMS(x) / rms_ratio`` (``SNR = 20 log10``)."""
@@ -138,6 +141,7 @@ def white_noise(
     Returns:
       :class:`NoiseResult`.
     """
+    common.check_config("white_noise", config, NoiseConfig)
     x, lengths, labels, _ = common.validate(
         "white_noise", fn, params, x, lengths, labels, targets, targeted="never"
     )
