@@ -106,6 +106,7 @@ def test_bad_compact_levels(name):
     config, targeted = CONFIGS[name]
     targets = other_class(labels, 5) if targeted else None
     for bad in (-1, 1.5, True):
-        cfg = dataclasses.replace(config, compact_levels=bad)
+        # refused when the config is made (``__post_init__``), before any attack runs
         with pytest.raises(ValueError, match="compact_levels must be an integer >= 0"):
+            cfg = dataclasses.replace(config, compact_levels=bad)
             A.ATTACKS[name](fn, params, x, lengths, labels, targets=targets, config=cfg)

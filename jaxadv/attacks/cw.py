@@ -14,7 +14,7 @@ binary-search step); per-example binary search over ``const`` with Carlini's rul
 ``max_iterations // 10`` iterations, stop the step if ``loss > 0.9999 * prev``); best-so-far
 adversarial per example (smallest distance among successful iterates).
 
-Everything runs in ONE ``lax.while_loop`` in which each example advances independently through
+Everything runs on the attack engine (:mod:`jaxadv.attacks.engine`): each example advances independently through
 (binary-search step, iteration): an example that aborts early starts its next ``const`` at the
 next iteration; the loop ends when every example has run all its steps. Each iteration is exactly
 one forward+backward of the batch (``value_and_grad`` with ``has_aux`` returning the outputs of the
@@ -28,6 +28,7 @@ step with the largest ``const`` under Carlini's rule), never zeros (Foolbox 3's 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -36,12 +37,10 @@ import jax.numpy as jnp
 import optax
 
 from jaxadv import config as C
-from jaxadv.attacks import common
+from jaxadv.attacks import common, criteria, engine, search
 from jaxadv.classifier import ClassifierFn
 
 Array = jax.Array
-
-SEARCHING = common.CONST_SEARCHING
 
 
 def _dist_sum(ss: Array, nvalid: Array) -> Array:
@@ -64,21 +63,7 @@ DISTANCES = {
 }
 
 
-def _carlini_update(c, lo, up, ok):
-    return common.carlini_const_update(jnp, c, lo, up, ok)
-
-
-def _authors_update(c, lo, up, ok):
-    # carlini_wagner_method.py as committed: both ``if`` blocks sit inside the success branch, so
-    # a success halves const (lo stays 0) and a failure leaves it unchanged.
-    up2 = jnp.where(ok, jnp.minimum(up, c), up)
-    c_a = jnp.where(up2 < SEARCHING, (lo + up2) / 2, c)
-    lo_a = jnp.where(up2 < SEARCHING, lo, jnp.maximum(lo, c))
-    c_b = jnp.where(up2 < SEARCHING, (lo_a + up2) / 2, c_a * 10)
-    return jnp.where(ok, c_b, c), jnp.where(ok, lo_a, lo), up2
-
-
-CONST_UPDATES = {"carlini": _carlini_update, "authors": _authors_update}
+CONST_UPDATES = {"carlini": search.CarliniBisection, "authors": search.AuthorsHalving}
 SUCCESS = ("margin", "threshold")
 
 
@@ -215,10 +200,7 @@ class CWResult(NamedTuple):
 class _State(NamedTuple):
     m: Array  # [B, N] modifier (tanh space)
     opt: Any  # per-example Adam state
-    const: Array
-    lo: Array
-    up: Array
-    bs: Array  # binary-search step of each example
+    search: search.SearchState  # const, bracket and binary-search step of each example
     it: Array  # iteration within the step
     prev: Array  # loss at the last abort check
     step_ok: Array  # success within the current step
@@ -230,7 +212,149 @@ class _State(NamedTuple):
     fb_dist: Array
     last_const: Array
     done: Array
-    steps: Array
+
+
+def _distance_of(problem: engine.Problem, config: CWConfig, xa: Array, x0: Array) -> Array:
+    ss = common.sum_squares(xa - x0, problem.valid)
+    return DISTANCES[config.distance](ss, problem.lengths.astype(jnp.float32))
+
+
+def _tanh_rows(problem: engine.Problem) -> tuple[Array, Array]:
+    """``w0`` (tanh space) and Carlini's reconstructed original ``x~0`` of each row."""
+    valid = problem.valid
+    w0 = jnp.where(valid, common.to_tanh_space(problem.x), 0.0)
+    return w0, jnp.where(valid, common.from_tanh_space(w0), problem.x)
+
+
+@dataclasses.dataclass(frozen=True)
+class CarliniWagnerL2:
+    """C&W L2 as an engine :class:`~jaxadv.attacks.engine.Algorithm` (one evaluation = one
+    forward+backward of the objective at the current modifier)."""
+
+    config: CWConfig
+
+    @property
+    def search(self) -> search.ConstSearch:
+        cfg = self.config
+        rule = CONST_UPDATES[cfg.const_update]
+        if cfg.const_update == "carlini":
+            return rule(cfg.initial_const, cfg.binary_search_steps, cfg.binary_search_steps >= 10)
+        return rule(cfg.initial_const, cfg.binary_search_steps)
+
+    @property
+    def _adam(self) -> Any:
+        return optax.adam(self.config.learning_rate, eps=self.config.adam_eps)
+
+    def criterion(self, problem: engine.Problem) -> Any:
+        cfg = self.config
+        if cfg.success == "margin":
+            return criteria.Margin(problem.labels, problem.targets, cfg.confidence, cfg.scores)
+        return criteria.ProbabilityThreshold(
+            problem.labels, problem.targets, cfg.untargeted_threshold, cfg.targeted_threshold
+        )
+
+    def init(self, fn: Any, params: Any, problem: engine.Problem) -> _State:
+        del fn, params
+        cfg = self.config
+        b = problem.x.shape[0]
+        _, x0 = _tanh_rows(problem)
+        full = functools.partial(jnp.full, (b,))
+        return _State(
+            m=jnp.zeros_like(problem.x),
+            opt=jax.vmap(self._adam.init)(jnp.zeros_like(problem.x)),
+            search=self.search.init(jnp, b),
+            it=full(0, jnp.int32),
+            prev=full(cfg.abort_prev_init, jnp.float32),
+            step_ok=full(False, bool),
+            best_dist=full(jnp.inf, jnp.float32),
+            best_adv=x0,
+            best_const=full(0.0, jnp.float32),
+            fb_loss=full(jnp.inf, jnp.float32),
+            fb_adv=x0,
+            fb_dist=full(0.0, jnp.float32),
+            last_const=full(cfg.initial_const, jnp.float32),
+            done=full(False, bool),
+        )
+
+    def query(self, st: _State) -> tuple[Array, Array]:
+        return st.m, st.search.const
+
+    def evaluate(self, fn: Any, params: Any, problem: engine.Problem, q: Any) -> Any:
+        """Loss, distance, iterate and success ``[rows]`` and the gradient in tanh space."""
+        cfg = self.config
+        m, const = q
+        w0, x0 = _tanh_rows(problem)
+        valid = problem.valid
+        cls = problem.labels if problem.targets is None else problem.targets
+
+        def objective(m):
+            xa = jnp.where(valid, common.from_tanh_space(w0 + m), problem.x)
+            out = fn(params, xa, problem.lengths)
+            s, cm = common.chunk_scores(out, cfg.scores)
+            real, other = common.class_score(s, cls), common.other_max(s, cls)
+            margin = other - real if problem.targeted else real - other
+            hinge = common.chunk_sum(jnp.maximum(0.0, margin + cfg.confidence), cm)
+            dist = _distance_of(problem, cfg, xa, x0)
+            loss = const * hinge + dist
+            return jnp.sum(loss), (loss, dist, xa, self.criterion(problem).is_adversarial(out))
+
+        (_, (loss, dist, xa, ok)), g = jax.value_and_grad(objective, has_aux=True)(m)
+        return loss, dist, xa, ok, g
+
+    def step(self, problem: engine.Problem, st: _State, e: Any, active: Array) -> _State:
+        cfg = self.config
+        loss, dist, xa, succeeded, g = e
+        period = max(cfg.max_iterations // 10, 1)
+        # early abort, checked before the iterate counts (Carlini breaks before the best update)
+        check = active & (st.it % period == 0) if cfg.abort_early else jnp.zeros_like(active)
+        abort = check & (loss > 0.9999 * st.prev)
+        prev = jnp.where(check & ~abort, loss, st.prev)
+        ev = active & ~abort
+        ok = ev & succeeded
+        const = st.search.const
+        better = ok & (dist < st.best_dist)
+        fb = ev & (loss < st.fb_loss)
+        # Adam step on the evaluated examples
+        upd, new_opt = jax.vmap(self._adam.update)(g, st.opt)
+        m = jnp.where(ev[:, None] & problem.valid, st.m + upd, st.m)
+        opt_state = common.tree_where_b(ev, new_opt, st.opt)
+        it = st.it + ev.astype(jnp.int32)
+        step_ok = st.step_ok | ok
+        # end of a binary-search step: update const, reset the optimiser
+        end = active & (abort | (it >= cfg.max_iterations))
+        new_search, finished = self.search.update(jnp, st.search, step_ok)
+        opt_zero = jax.vmap(self._adam.init)(jnp.zeros_like(m))
+        return _State(
+            m=jnp.where(end[:, None], 0.0, m),
+            opt=common.tree_where_b(end, opt_zero, opt_state),
+            search=common.tree_where_b(end, new_search, st.search),
+            it=jnp.where(end, 0, it),
+            prev=jnp.where(end, cfg.abort_prev_init, prev),
+            step_ok=step_ok & ~end,
+            best_dist=jnp.where(better, dist, st.best_dist),
+            best_adv=common.where_b(better, xa, st.best_adv),
+            best_const=jnp.where(better, const, st.best_const),
+            fb_loss=jnp.where(end, jnp.inf, jnp.where(fb, loss, st.fb_loss)),
+            fb_adv=common.where_b(fb, xa, st.fb_adv),
+            fb_dist=jnp.where(fb, dist, st.fb_dist),
+            last_const=jnp.where(end, const, st.last_const),
+            done=st.done | (end & finished),
+        )
+
+    def done(self, st: _State) -> Array:
+        return st.done
+
+    def result(self, fn, params, problem, st: _State, evaluations: Array) -> CWResult:
+        del fn, params, problem
+        success = jnp.isfinite(st.best_dist)
+        return CWResult(
+            adversarial=common.where_b(success, st.best_adv, st.fb_adv),
+            success=success,
+            steps=evaluations,
+            const=st.last_const,
+            best_const=st.best_const,
+            distance=jnp.where(success, st.best_dist, st.fb_dist),
+        )
 
 
 def _cw_impl(
@@ -243,147 +367,9 @@ def _cw_impl(
     *,
     config: CWConfig,
 ) -> CWResult:
-    b, n = x.shape
-    f32 = jnp.float32
-    valid = common.valid_mask(n, lengths)
-    w0 = jnp.where(valid, common.to_tanh_space(x), 0.0)
-    x0 = jnp.where(valid, common.from_tanh_space(w0), x)  # Carlini's reconstructed original
-    nvalid = lengths.astype(f32)
-    targeted = targets is not None
-    cls = targets if targeted else labels
-    kappa = config.confidence
-    dist_fn = DISTANCES[config.distance]
-    update_const = CONST_UPDATES[config.const_update]
-    period = max(config.max_iterations // 10, 1)
-    bss = config.binary_search_steps
-    repeat = bss >= 10
-
-    opt = optax.adam(config.learning_rate, eps=config.adam_eps)
-    opt_init = jax.vmap(opt.init)
-    opt_update = jax.vmap(opt.update)
-    opt_zero = opt_init(jnp.zeros_like(x))
-
-    def objective(m, const, rows):
-        w0_, x_, x0_, valid_, nvalid_, lengths_, cls_ = rows
-        xa = jnp.where(valid_, common.from_tanh_space(w0_ + m), x_)
-        out = fn(params, xa, lengths_)
-        s, cm = common.chunk_scores(out, config.scores)
-        real, other = common.class_score(s, cls_), common.other_max(s, cls_)
-        margin = other - real if targeted else real - other
-        hinge = common.chunk_sum(jnp.maximum(0.0, margin + kappa), cm)
-        dist = dist_fn(common.sum_squares(xa - x0_, valid_), nvalid_)
-        loss = const * hinge + dist
-        return jnp.sum(loss), (loss, dist, xa, out)
-
-    value_and_grad = jax.value_and_grad(objective, has_aux=True)
-    rows = (w0, x, x0, valid, nvalid, lengths, cls)  # per-example constants of the objective
-    sizes = common.compaction_sizes(b, config.compact_levels)
-
-    def evaluate(args):
-        (_, aux), g = value_and_grad(*args)
-        return aux, g
-
-    def succeeded(out):
-        if config.success == "margin":
-            crit = common.margin_success(
-                common.clip_scores(out, config.scores), labels, targets, kappa
-            )
-        else:
-            crit = common.threshold_success(
-                out.probs, labels, targets, config.untargeted_threshold, config.targeted_threshold
-            )
-        return crit & common.decision(out.probs, labels, targets)
-
-    def body(st: _State) -> _State:
-        active = ~st.done
-        # one forward+backward of the examples still running (compacted when few are left)
-        (loss, dist, xa, out), g = common.compact_map(
-            evaluate, active, (st.m, st.const, rows), sizes
-        )
-        # early abort, checked before the iterate counts (Carlini breaks before the best update)
-        check = active & (st.it % period == 0) if config.abort_early else jnp.zeros_like(active)
-        abort = check & (loss > 0.9999 * st.prev)
-        prev = jnp.where(check & ~abort, loss, st.prev)
-        ev = active & ~abort
-        ok = ev & succeeded(out)
-        better = ok & (dist < st.best_dist)
-        best_dist = jnp.where(better, dist, st.best_dist)
-        best_adv = common.where_b(better, xa, st.best_adv)
-        best_const = jnp.where(better, st.const, st.best_const)
-        fb = ev & (loss < st.fb_loss)
-        fb_loss = jnp.where(fb, loss, st.fb_loss)
-        fb_adv = common.where_b(fb, xa, st.fb_adv)
-        fb_dist = jnp.where(fb, dist, st.fb_dist)
-        step_ok = st.step_ok | ok
-        # Adam step on the evaluated examples
-        upd, new_opt = opt_update(g, st.opt)
-        m = jnp.where(ev[:, None] & valid, st.m + upd, st.m)
-        opt_state = common.tree_where_b(ev, new_opt, st.opt)
-        it = st.it + ev.astype(jnp.int32)
-        # end of a binary-search step: update const, reset the optimiser
-        end = active & (abort | (it >= config.max_iterations))
-        c_new, lo, up = update_const(st.const, st.lo, st.up, step_ok)
-        bs = st.bs + end.astype(jnp.int32)
-        if repeat:
-            c_new = jnp.where(bs == bss - 1, up, c_new)
-        const = jnp.where(end, c_new, st.const)
-        lo = jnp.where(end, lo, st.lo)
-        up = jnp.where(end, up, st.up)
-        last_const = jnp.where(end, st.const, st.last_const)
-        done = st.done | (end & (bs >= bss))
-        return _State(
-            m=jnp.where(end[:, None], 0.0, m),
-            opt=common.tree_where_b(end, opt_zero, opt_state),
-            const=const,
-            lo=lo,
-            up=up,
-            bs=bs,
-            it=jnp.where(end, 0, it),
-            prev=jnp.where(end, config.abort_prev_init, prev),
-            step_ok=step_ok & ~end,
-            best_dist=best_dist,
-            best_adv=best_adv,
-            best_const=best_const,
-            fb_loss=jnp.where(end, jnp.inf, fb_loss),
-            fb_adv=fb_adv,
-            fb_dist=fb_dist,
-            last_const=last_const,
-            done=done,
-            steps=st.steps + active.astype(jnp.int32),
-        )
-
-    def full(v, dtype=f32):
-        return jnp.full((b,), v, dtype)
-
-    init = _State(
-        m=jnp.zeros_like(x),
-        opt=opt_zero,
-        const=full(config.initial_const),
-        lo=full(0.0),
-        up=full(common.CONST_UPPER_INIT),
-        bs=full(0, jnp.int32),
-        it=full(0, jnp.int32),
-        prev=full(config.abort_prev_init),
-        step_ok=full(False, bool),
-        best_dist=full(jnp.inf),
-        best_adv=x0,
-        best_const=full(0.0),
-        fb_loss=full(jnp.inf),
-        fb_adv=x0,
-        fb_dist=full(0.0),
-        last_const=full(config.initial_const),
-        done=full(bss <= 0, bool),
-        steps=full(0, jnp.int32),
-    )
-    st = jax.lax.while_loop(lambda st: ~jnp.all(st.done), body, init)
-    success = jnp.isfinite(st.best_dist)
-    return CWResult(
-        adversarial=common.where_b(success, st.best_adv, st.fb_adv),
-        success=success,
-        steps=st.steps,
-        const=st.last_const,
-        best_const=st.best_const,
-        distance=jnp.where(success, st.best_dist, st.fb_dist),
+    problem = engine.Problem(x, lengths, labels, targets)
+    return engine.run(
+        CarliniWagnerL2(config), fn, params, problem, compact_levels=config.compact_levels
     )
 
 
