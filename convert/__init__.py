@@ -1,18 +1,16 @@
-"""Conversion of the original Keras checkpoints into jaxadv checkpoints (``python -m convert``).
+"""Compatibility shim: the converter is now the installed package :mod:`jaxadv.convert`.
 
-Kept outside the installed ``jaxadv`` package: it needs h5py (never TensorFlow) and is run from
-the repository root. See ``convert/README.md`` for where each original checkpoint comes from.
+``python -m convert`` (from the repository root), ``import convert`` and ``from convert.core
+import ...`` keep working here; use ``jaxadv-convert`` or ``python -m jaxadv.convert`` instead.
 """
 
-from convert.core import convert_file, load_keras
-from convert.keras_h5 import ConversionError, read_keras_h5
-from convert.standardisation import fit_standardisation, keras_featurewise_stats
+import importlib
+import sys
 
-__all__ = [
-    "ConversionError",
-    "convert_file",
-    "fit_standardisation",
-    "keras_featurewise_stats",
-    "load_keras",
-    "read_keras_h5",
-]
+from jaxadv.convert import *  # noqa: F403
+from jaxadv.convert import __all__  # noqa: F401
+
+for _name in ("architectures", "core", "keras_h5", "mapping", "standardisation"):
+    globals()[_name] = sys.modules[f"{__name__}.{_name}"] = importlib.import_module(
+        f"jaxadv.convert.{_name}"
+    )

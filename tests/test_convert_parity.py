@@ -2,7 +2,7 @@
 
 Each architecture is built in tf-keras exactly as its source builds it, given random weights that
 keep every layer unsaturated (He-normal kernels, BN statistics calibrated on data and then
-perturbed), saved as a real .h5, converted with ``python -m convert``'s library, restored from the
+perturbed), saved as a real .h5, converted with ``jaxadv.convert``, restored from the
 written checkpoint, and compared on random inputs:
 
 * probabilities: max abs difference <= 1e-5;
@@ -11,7 +11,7 @@ written checkpoint, and compared on random inputs:
 Iqbal models are compared on identical standardised chunks (their Keras input); the Cochlear
 models on whole waveforms, each clip alone in Keras (kapre 0.1.3.1 takes its dB maximum over the
 batch) and all clips in one padded batch in JAX. Measured differences are printed (``-s``) and
-recorded in convert/README.md.
+recorded in jaxadv/convert/README.md.
 """
 
 from __future__ import annotations
@@ -28,18 +28,18 @@ KR = pytest.importorskip("keras_reference")
 
 import jax  # noqa: E402
 
-from convert.__main__ import main as convert_main  # noqa: E402
-from convert.core import convert_file, load_keras  # noqa: E402
-from convert.keras_h5 import ConversionError, _text, read_keras_h5  # noqa: E402
-from convert.standardisation import (  # noqa: E402
+from jaxadv import config as C  # noqa: E402
+from jaxadv import models  # noqa: E402
+from jaxadv.checkpoint import load_checkpoint  # noqa: E402
+from jaxadv.convert.__main__ import main as convert_main  # noqa: E402
+from jaxadv.convert.core import convert_file, load_keras  # noqa: E402
+from jaxadv.convert.keras_h5 import ConversionError, _text, read_keras_h5  # noqa: E402
+from jaxadv.convert.standardisation import (  # noqa: E402
     fit_standardisation,
     keras_featurewise_stats,
     load_folder,
     training_chunks,
 )
-from jaxadv import config as C  # noqa: E402
-from jaxadv import models  # noqa: E402
-from jaxadv.checkpoint import load_checkpoint  # noqa: E402
 from jaxadv.models import _layers  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
@@ -436,9 +436,17 @@ def test_cli(small_vgg, tmp_path, capsys):
         convert_main(["--help"])
     assert e.value.code == 0
     assert "--fit-audio" in capsys.readouterr().out
-    assert convert_main([str(small_vgg), str(tmp_path / "a")]) == 1
-    assert "needs the standardisation mean and std" in capsys.readouterr().err
+    assert convert_main([str(small_vgg), str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {small_vgg}: vgg13 needs the standardisation mean and std of its training "
+        "features (not stored in the .h5): pass --mean/--std or --fit-audio\n"
+    )
     assert convert_main([str(small_vgg), str(tmp_path / "a"), "--mean", "-3", "--std", "2"]) == 0
+    assert convert_main([str(small_vgg), str(tmp_path / "a"), "--mean", "-1", "--std", "2"]) == 2
+    assert "is not empty: pass --overwrite to replace it" in capsys.readouterr().err
+    argv = [str(small_vgg), str(tmp_path / "a"), "--mean", "-3", "--std", "2", "--overwrite"]
+    assert convert_main(argv) == 0
     clf, params, meta = load_checkpoint(tmp_path / "a", expect="vgg13")
     assert meta["standardisation"] == {"mean": -3.0, "std": 2.0}
     assert float(params["norm"]["mean"]) == -3.0

@@ -1,6 +1,6 @@
 """The one generic mapper: Keras arrays → Flax variables, driven by an extractor's plan.
 
-Each :class:`~convert.architectures.Assign` names a Keras layer, its kind and the Flax module
+Each :class:`~jaxadv.convert.architectures.Assign` names a Keras layer, its kind and the Flax module
 path. The table :data:`KIND_VARS` says where each Keras array of a kind goes. Every array is
 checked against the shape of the Flax variable it fills (from ``jax.eval_shape`` of the model's
 init); a missing, extra or mis-shaped array, a Keras layer with arrays that nothing uses, or a
@@ -14,9 +14,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from convert.architectures import Plan
-from convert.keras_h5 import ConversionError, KerasModel
 from jaxadv import models
+from jaxadv.convert.architectures import Plan
+from jaxadv.convert.keras_h5 import ConversionError, KerasModel
 
 # Keras short weight name → (collection, leaf path below the module) per kind of layer.
 KIND_VARS: dict[str, dict[str, tuple[str, ...]]] = {

@@ -4,7 +4,7 @@ Each extractor walks the ``model_config`` graph from the input to the output, ch
 type and config (padding, strides, activations, BN epsilon, GRU gates, kapre settings, ...),
 derives the jaxadv model config from the layers it finds (filters, kernel and pool sizes, heads,
 ...) and returns an ordered list of :class:`Assign` — which Keras layer's arrays go to which Flax
-module. The generic mapper (``convert.mapping``) then moves the arrays with shape checks. A layer
+module. The generic mapper (``jaxadv.convert.mapping``) then moves the arrays with shape checks. A layer
 type outside :data:`SUPPORTED`, a setting the Flax port does not implement, or a layer that is not
 part of the recognised structure fails with a :class:`ConversionError` naming it.
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from convert.keras_h5 import ConversionError, KerasLayer, KerasModel
 from jaxadv import config as C
 from jaxadv import models
+from jaxadv.convert.keras_h5 import ConversionError, KerasLayer, KerasModel
 from jaxadv.frontend import mel_filterbank, periodic_hann
 
 SUPPORTED = frozenset(
@@ -96,8 +96,10 @@ def check_supported(km: KerasModel) -> None:
     for layer in km.layers.values():
         if layer.class_name not in SUPPORTED:
             raise ConversionError(
-                f"{km.path}: {layer.describe()} has a type the converter does not support "
-                f"(supported: {', '.join(sorted(SUPPORTED))})"
+                f"{km.path}: {layer.describe()} has a type the converter does not support, so "
+                f"this is not one of the five attacked models ({', '.join(sorted(models.MODELS))}):"
+                f" convert one of their .h5 files (supported layer types: "
+                f"{', '.join(sorted(SUPPORTED))})"
             )
 
 

@@ -1,4 +1,4 @@
-"""Convert a Keras .h5 into a jaxadv checkpoint (the library behind ``python -m convert``)."""
+"""Convert a Keras .h5 into a jaxadv checkpoint (the library behind ``jaxadv-convert``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from convert.architectures import Plan, detect, extract
-from convert.keras_h5 import ConversionError, KerasModel, read_keras_h5
-from convert.mapping import map_weights
 from jaxadv import config as C
 from jaxadv.checkpoint import save_checkpoint
 from jaxadv.classifier import Classifier
+from jaxadv.convert.architectures import Plan, detect, extract
+from jaxadv.convert.keras_h5 import (
+    MALFORMED,
+    ConversionError,
+    KerasModel,
+    malformed,
+    read_keras_h5,
+)
+from jaxadv.convert.mapping import map_weights
 from jaxadv.frontend import get_frontend
 
 
@@ -22,8 +28,16 @@ def load_keras(path: str | Path, model: str | None = None) -> tuple[Any, dict, K
     ``model`` forces an architecture; by default it is detected from the layer types.
     """
     km = read_keras_h5(path)
-    plan = extract(km, model or detect(km))
-    return plan.config, map_weights(km, plan), km, plan
+    try:
+        plan = extract(km, model or detect(km))
+        variables = map_weights(km, plan)
+    except ConversionError as e:
+        if str(km.path) in str(e):
+            raise
+        raise ConversionError(f"{km.path}: {e}") from e  # name the file in every message
+    except MALFORMED as e:  # e.g. a layer config without 'filters', or a string kernel size
+        raise malformed(km.path, e) from e
+    return plan.config, variables, km, plan
 
 
 def convert_file(
@@ -64,6 +78,11 @@ def convert_file(
                 f"{km.path}: {cfg.num_classes} classes; pass --labels (one name per line)"
             )
         labels = list(C.LABELS)
+    elif len(labels) != cfg.num_classes:
+        raise ConversionError(
+            f"{km.path}: {len(labels)} labels for a model with {cfg.num_classes} classes; "
+            "give one class name per output (--labels FILE, one per line)"
+        )
     params = {k: _as_f32(v) for k, v in params.items()}
     source = {
         "file": km.path.name,

@@ -45,6 +45,22 @@ class ConversionError(ValueError):
     """A Keras file that cannot be converted; the message names the file, layer or array."""
 
 
+# What reading a ``model_config`` of an unexpected shape raises (a missing key, a list where a
+# dict was expected, a string where a number was expected, ...).
+MALFORMED = (KeyError, TypeError, AttributeError, IndexError, ValueError)
+
+RESAVE = "save the full model again with Keras' model.save (or use the original file)"
+
+
+def malformed(path: str | Path, error: BaseException) -> ConversionError:
+    """The :class:`ConversionError` for a ``model_config`` that does not have Keras' structure."""
+    what = f"{type(error).__name__}: {error}"
+    return ConversionError(
+        f"{path}: malformed model_config attribute ({what}); the file was not written by Keras or "
+        f"is damaged: {RESAVE}"
+    )
+
+
 @dataclasses.dataclass
 class KerasLayer:
     """One layer of the file: its config, its inputs in the graph and its arrays."""
@@ -177,7 +193,10 @@ def _parse_config(model_config: dict[str, Any], path: Path) -> tuple[list[dict],
             prev = name
         return out, [out[0]["name"]], [prev]
     if cls not in ("Model", "Functional") or not isinstance(cfg, dict) or "layers" not in cfg:
-        raise ConversionError(f"{path}: unsupported model class {cls!r} in model_config")
+        raise ConversionError(
+            f"{path}: unsupported model class {cls!r} in model_config (expected a Functional, "
+            f"Model or Sequential model with layers); {RESAVE}"
+        )
     layers = [{**raw, "inbound": _inbound(raw, path)} for raw in cfg["layers"]]
     return layers, _io_names(cfg.get("input_layers")), _io_names(cfg.get("output_layers"))
 
@@ -189,19 +208,46 @@ def read_keras_h5(path: str | Path) -> KerasModel:
       ConversionError: not a full-model file, or the weights and the config disagree.
     """
     path = Path(path)
+    try:
+        return _read_keras_h5(path)
+    except ConversionError:
+        raise
+    except (*MALFORMED, OSError) as e:  # a damaged file that h5py opened
+        raise ConversionError(
+            f"{path}: cannot be read as a Keras model .h5 ({type(e).__name__}: {e}); {RESAVE}"
+        ) from e
+
+
+def _read_keras_h5(path: Path) -> KerasModel:
     if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
+        what = "is a directory" if path.is_dir() else "no such file"
+        raise ConversionError(
+            f"{path}: {what}; give the path of a Keras model .h5 (saved with model.save)"
+        )
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise ConversionError(f"{path}: not an HDF5 file ({e})") from None
+        raise ConversionError(
+            f"{path}: not an HDF5 file ({e}); give a Keras model .h5 (saved with model.save)"
+        ) from None
     with f:
         if "model_config" not in f.attrs:
             raise ConversionError(
                 f"{path}: no 'model_config' attribute; this is a weights-only file or not a "
                 "Keras model. Save the full model (model.save) to convert it."
             )
-        model_config = json.loads(_text(f.attrs["model_config"]))
+        try:
+            model_config = json.loads(_text(f.attrs["model_config"]))
+        except (ValueError, TypeError) as e:  # JSONDecodeError, UnicodeDecodeError, non-text
+            raise ConversionError(
+                f"{path}: the 'model_config' attribute is not valid JSON ({e}); the file is "
+                f"damaged or was not written by Keras: {RESAVE}"
+            ) from None
+        if not isinstance(model_config, dict):
+            raise ConversionError(
+                f"{path}: the 'model_config' attribute is a JSON {type(model_config).__name__}, "
+                f"not an object with 'class_name' and 'config'; {RESAVE}"
+            )
         keras_version = _text(f.attrs.get("keras_version", "unknown"))
         backend = _text(f.attrs.get("backend", "unknown"))
         if "model_weights" not in f:
@@ -210,7 +256,17 @@ def read_keras_h5(path: str | Path) -> KerasModel:
         layer_names = _attr_list(mw, "layer_names")
         if layer_names is None:
             raise ConversionError(f"{path}: 'model_weights' has no 'layer_names' attribute")
-        raw_layers, inputs, outputs = _parse_config(model_config, path)
+        try:
+            raw_layers, inputs, outputs = _parse_config(model_config, path)
+            names = [raw.get("name") or raw["config"]["name"] for raw in raw_layers]
+            bad = [n for n in [*names, *inputs, *outputs] if not isinstance(n, str)]
+            bad += [i for raw in raw_layers for i in raw["inbound"] if not isinstance(i, str)]
+            if bad:
+                raise TypeError(f"layer names must be strings, found {bad[0]!r}")
+        except ConversionError:
+            raise
+        except MALFORMED as e:
+            raise malformed(path, e) from e
         weights: dict[str, tuple[dict, dict]] = {}
         any_colon = False
         for lname in layer_names:
@@ -242,12 +298,12 @@ def read_keras_h5(path: str | Path) -> KerasModel:
     else:
         layout = "tf_keras"
     layers: dict[str, KerasLayer] = {}
-    for raw in raw_layers:
-        name = raw.get("name") or raw["config"]["name"]
+    for name, raw in zip(names, raw_layers, strict=True):
         arrays, paths = weights.pop(name, ({}, {}))
-        layers[name] = KerasLayer(
-            name, raw["class_name"], raw.get("config", {}), raw["inbound"], arrays, paths
-        )
+        cls, config = raw.get("class_name"), raw.get("config", {})
+        if not isinstance(cls, str) or not isinstance(config, dict):
+            raise malformed(path, TypeError(f"layer {name!r} has no class_name or config object"))
+        layers[name] = KerasLayer(name, cls, config, raw["inbound"], arrays, paths)
     stray = [n for n, (a, _) in weights.items() if a]
     if stray:
         raise ConversionError(f"{path}: weights of layers {stray} that model_config does not have")

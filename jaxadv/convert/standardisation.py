@@ -77,6 +77,8 @@ def load_folder(directory: str | Path, sample_rate: int = C.SAMPLE_RATE) -> Iter
     """
     from jaxadv.audio import load_audio
 
+    if not Path(directory).is_dir():
+        raise ValueError(f"{directory}: no such folder; give the folder of the training audio")
     files = sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise ValueError(f"{directory}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
