@@ -264,41 +264,33 @@ def test_deepfool_streamed_pullbacks_equal_stored():
 
 
 def test_const_search_rules():
-    """Carlini's rule, the authors' C&W rule as coded, and Foolbox 1.x's L-BFGS search."""
-    from jaxadv.attacks import common
-    from jaxadv.attacks.cw import _authors_update
-    from jaxadv.attacks.lbfgs import _first_const, _search_step
+    """Carlini's rule, the authors' C&W rule as coded, and Foolbox 1.x's L-BFGS search.
 
-    def run(update, c, outcomes):
-        lo, up, seq = 0.0, 1e10, []
+    The search objects of :mod:`jaxadv.attacks.search`, run with NumPy (as L-BFGS's scipy mode
+    does) and with JAX (as the compiled attacks do).
+    """
+    from jaxadv.attacks import search
+
+    def run(rule, outcomes, xp=np):
+        st, seq, done = rule.init(xp, 1, np.float64 if xp is np else None), [], []
         for ok in outcomes:
-            c, lo, up = (float(v) for v in update(c, lo, up, ok))
-            seq.append(c)
-        return seq
-
-    def carlini(c, lo, up, ok):
-        return common.carlini_const_update(np, c, lo, up, ok)
+            st, finished = rule.update(xp, st, xp.asarray([ok]))
+            seq.append(float(st.const[0]))
+            done.append(bool(finished[0]))
+        return seq, done
 
     # failure x10 until a success, then bisection between the bounds
-    np.testing.assert_allclose(
-        run(carlini, 1e-3, [False, False, True, True, False]),
-        [1e-2, 0.1, 0.055, 0.0325, 0.04375],
-    )
+    for xp in (np, jnp):
+        seq, _ = run(search.CarliniBisection(1e-3, 5), [False, False, True, True, False], xp)
+        np.testing.assert_allclose(seq, [1e-2, 0.1, 0.055, 0.0325, 0.04375], rtol=1e-6)
 
     # the authors: a success halves const, a failure leaves it unchanged
-    def authors(*args):
-        return _authors_update(*(jnp.asarray(v) for v in args))
-
-    np.testing.assert_allclose(
-        run(authors, 1e-2, [False, True, True, False, True]), [1e-2, 5e-3, 2.5e-3, 2.5e-3, 1.25e-3]
-    )
+    seq, _ = run(search.AuthorsHalving(1e-2, 5), [False, True, True, False, True], jnp)
+    np.testing.assert_allclose(seq, [1e-2, 5e-3, 2.5e-3, 2.5e-3, 1.25e-3], rtol=1e-6)
     # Foolbox 1.x L-BFGS: doubling from 2e-5, then bisection on [0, c] until hi - lo < 1e-5
     cfg = A.LBFGSConfig.foolbox1()
-    c, lo, up, count, phase = _first_const(cfg), 0.0, 1e10, 0, 0
-    seq, done = [c], []
-    for ok in [False, False, True, False, True, True, True]:
-        c, lo, up, count, phase, finished = _search_step(cfg, np, c, lo, up, count, phase, ok)
-        seq.append(float(c))
-        done.append(bool(finished))
+    rule = search.Foolbox1Doubling(cfg.search_epsilon, cfg.max_doublings)
+    seq, done = run(rule, [False, False, True, False, True, True, True])
+    seq = [float(rule.init(np, 1, np.float64).const[0])] + seq
     np.testing.assert_allclose(seq, [2e-5, 4e-5, 8e-5, 4e-5, 6e-5, 5e-5, 4.5e-5, 4.25e-5])
     assert done == [False] * 6 + [True]  # [4e-5, 5e-5] is still searched (hi - lo >= 1e-5)

@@ -9,7 +9,9 @@ the same shapes compiles nothing); L-BFGS's ``mode="scipy"`` fidelity mode is th
 exception.
 
 ``ATTACKS`` maps a short name to an :class:`AttackSpec` (callable like the attack, plus its config
-class, presets, compiled core and whether it takes targets).
+class, presets, compiled core, its engine algorithm and whether it takes targets). Every attack
+runs on one engine (:mod:`jaxadv.attacks.engine`); :func:`sweep` streams any number of jobs
+through a fixed number of slots of one compiled program (continuous batching).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from jaxadv.attacks import common as _common
+from jaxadv.attacks import criteria, engine, search
 from jaxadv.attacks import cw as _cw
 from jaxadv.attacks import deepfool as _deepfool
 from jaxadv.attacks import fgsm as _fgsm
@@ -50,6 +54,8 @@ class AttackSpec:
       presets: name -> zero-argument config factory.
       core: the module-level jitted core (``core._cache_size()`` counts compiled programs).
       targeted: ``"never"``, ``"optional"`` or ``"required"``.
+      algorithm: ``config -> engine Algorithm`` (what :func:`sweep` runs).
+      keyed: the attack needs a random key (white noise).
     """
 
     name: str
@@ -58,6 +64,8 @@ class AttackSpec:
     presets: dict[str, Callable[[], Any]]
     core: Any
     targeted: str
+    algorithm: Callable[[Any], Any]
+    keyed: bool = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.run(*args, **kwargs)
@@ -71,6 +79,8 @@ ATTACKS: dict[str, AttackSpec] = {
         {"default": NoiseConfig, "authors": NoiseConfig.authors},
         _noise._noise_jit,
         "never",
+        _noise.WhiteNoise,
+        keyed=True,
     ),
     "fgsm": AttackSpec(
         "fgsm",
@@ -79,6 +89,7 @@ ATTACKS: dict[str, AttackSpec] = {
         {"default": FGSMConfig, "authors": FGSMConfig.authors, "foolbox1": FGSMConfig.foolbox1},
         _fgsm._fgsm_jit,
         "optional",
+        lambda config: _fgsm.ALGORITHMS[config.mode](config),
     ),
     "deepfool": AttackSpec(
         "deepfool",
@@ -92,6 +103,7 @@ ATTACKS: dict[str, AttackSpec] = {
         },
         _deepfool._deepfool_jit,
         "never",
+        _deepfool.DeepFool,
     ),
     "cw": AttackSpec(
         "cw",
@@ -106,6 +118,7 @@ ATTACKS: dict[str, AttackSpec] = {
         },
         _cw._cw_jit,
         "optional",
+        _cw.CarliniWagnerL2,
     ),
     "lbfgs": AttackSpec(
         "lbfgs",
@@ -119,11 +132,55 @@ ATTACKS: dict[str, AttackSpec] = {
         },
         _lbfgs._lbfgs_jit,
         "required",
+        lambda config: _lbfgs.algorithm(config),
     ),
 }
 
+
+def sweep(
+    name: str,
+    fn: Any,
+    params: Any,
+    x: Any,
+    lengths: Any,
+    labels: Any,
+    *,
+    targets: Any = None,
+    config: Any = None,
+    key: Any = None,
+    slots: int = 16,
+    chunk: int = 16,
+    on_results: Callable[[list[tuple[int, Any]]], None] | None = None,
+) -> tuple[list[Any], engine.SweepStats]:
+    """Attack ``J`` jobs (one length bucket ``[J, N]``) through ``slots`` slots of one program.
+
+    The same inputs and config as ``ATTACKS[name](...)``, but the batch axis is a queue: finished
+    jobs leave their slot to the next ones (:func:`jaxadv.attacks.engine.sweep`), so every slot
+    does useful work until the queue is empty. Job ``j``'s result equals attacking it alone.
+
+    Returns:
+      ``(results, stats)``: per-job results (the attack's result NamedTuple of NumPy arrays
+      without the batch axis; :func:`jaxadv.attacks.engine.stack` stacks them) and
+      :class:`~jaxadv.attacks.engine.SweepStats`.
+    """
+    spec = ATTACKS[name]
+    config = spec.config() if config is None else config
+    _common.check_config(name, config, spec.config)
+    x, lengths, labels, targets = _common.validate(
+        name, fn, params, x, lengths, labels, targets, targeted=spec.targeted
+    )
+    keys = _common.example_keys(key, x.shape[0]) if spec.keyed else None
+    problem = engine.Problem(x, lengths, labels, targets, keys)
+    return engine.sweep(
+        spec.algorithm(config), fn, params, problem, slots=slots, chunk=chunk, on_results=on_results
+    )
+
 __all__ = [
     "ATTACKS",
+    "criteria",
+    "engine",
+    "search",
+    "sweep",
     "AttackMetrics",
     "AttackSpec",
     "CWConfig",

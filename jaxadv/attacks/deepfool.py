@@ -2,8 +2,8 @@
 
 Untargeted and minimal: linearise the scores at the current point and step to the nearest
 linearised decision boundary among candidate classes, until ``argmax probs`` differs from the
-model's *original prediction* (not the ground truth). One compiled ``lax.while_loop`` over the
-batch; finished examples are frozen by masks.
+model's *original prediction* (not the ground truth). Runs on the attack engine
+(:mod:`jaxadv.attacks.engine`): one compiled program over the batch; finished examples are frozen.
 
 Per step: ONE forward pass and ``K`` vector-Jacobian products (``jax.vjp`` once, then ``jax.vmap``
 of the pullback over ``K`` cotangents ``e_k - e_orig``), not ``K`` separate forward+backward passes
@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxadv.attacks import common
+from jaxadv.attacks import common, engine
 from jaxadv.classifier import ClassifierFn
 
 Array = jax.Array
@@ -167,39 +167,70 @@ def _candidates(probs: Array, config: DeepFoolConfig) -> Array:
     return order[:, 1:k]
 
 
-def _deepfool_impl(
-    fn: ClassifierFn,
-    params: Any,
-    x: Array,
-    lengths: Array,
-    *,
-    config: DeepFoolConfig,
-) -> DeepFoolResult:
-    b, n = x.shape
-    valid = common.valid_mask(n, lengths)
-    x = jnp.where(valid, jnp.clip(x, *common.BOX), x)
-    out0 = fn(params, x, lengths)
-    orig = jnp.argmax(out0.probs, axis=-1)
-    cand = _candidates(out0.probs, config)  # [B, K]
-    k = cand.shape[1]
-    excluded = jnp.zeros(cand.shape, bool)
-    for e in config.exclude:
-        excluded = excluded | (cand == e)
-    linf = config.norm == "linf"
+class _State(NamedTuple):
+    xc: Array  # [B, N] current iterate
+    p_total: Array  # [B, N] sum of the steps
+    orig: Array  # [B] the model's original prediction
+    cand: Array  # [B, K] candidate classes
+    excluded: Array  # [B, K] candidates never used
+    adv: Array  # [B] the current iterate is adversarial
+    steps: Array  # [B] perturbation updates
+    it: Array  # [B] iterations run
 
-    def norm(g):  # [..., N] -> [...]
-        return jnp.sum(jnp.abs(g), -1) if linf else jnp.sqrt(jnp.sum(g * g, -1))
 
-    def scores_of(xx, lens):
-        out = fn(params, xx, lens)
-        s, m = common.chunk_scores(out, config.scores)
-        return s, (m, out.probs)
+def _norm(g: Array, linf: bool) -> Array:  # [..., N] -> [...]
+    return jnp.sum(jnp.abs(g), -1) if linf else jnp.sqrt(jnp.sum(g * g, -1))
 
-    def step_rows(args):
+
+@dataclasses.dataclass(frozen=True)
+class DeepFool:
+    """DeepFool as an engine :class:`~jaxadv.attacks.engine.Algorithm` (one evaluation = one
+    forward and ``K`` pullbacks at the current iterate)."""
+
+    config: DeepFoolConfig
+
+    def prepare(self, problem: engine.Problem) -> engine.Problem:
+        """The clean clip clipped to the box (DeepFool's iterates stay inside it)."""
+        x = jnp.where(problem.valid, jnp.clip(problem.x, *common.BOX), problem.x)
+        return problem._replace(x=x)
+
+    def init(self, fn: Any, params: Any, problem: engine.Problem) -> _State:
+        b = problem.x.shape[0]
+        probs = fn(params, problem.x, problem.lengths).probs
+        cand = _candidates(probs, self.config)  # [B, K]
+        excluded = jnp.zeros(cand.shape, bool)
+        for e in self.config.exclude:
+            excluded = excluded | (cand == e)
+        zi = jnp.zeros((b,), jnp.int32)
+        return _State(
+            problem.x,
+            jnp.zeros_like(problem.x),
+            jnp.argmax(probs, axis=-1),
+            cand,
+            excluded,
+            jnp.zeros((b,), bool),
+            zi,
+            zi,
+        )
+
+    def query(self, st: _State) -> Any:
+        return st.xc, st.orig, st.cand, st.excluded
+
+    def evaluate(self, fn: Any, params: Any, problem: engine.Problem, q: Any) -> Any:
         """One DeepFool step of a batch of rows: (adversarial now?, step r [rows, N])."""
-        xc, lens, val, org, cnd, excl = args
-        rows = xc.shape[0]
-        s, pullback, (m, probs) = jax.vjp(lambda xx: scores_of(xx, lens), xc, has_aux=True)
+        config = self.config
+        xc, org, cnd, excl = q
+        lens, val = problem.lengths, problem.valid
+        rows, n = xc.shape
+        k = cnd.shape[1]
+        linf = config.norm == "linf"
+
+        def scores_of(xx):
+            out = fn(params, xx, lens)
+            s, m = common.chunk_scores(out, config.scores)
+            return s, (m, out.probs)
+
+        s, pullback, (m, probs) = jax.vjp(scores_of, xc, has_aux=True)
         q = s.shape[1]
         now_adv = jnp.argmax(probs, -1) != org
         # f[b, q, j] = s[b, q, cand_j] - s[b, q, orig]
@@ -218,9 +249,11 @@ def _deepfool_impl(
         nq = jnp.maximum(mq.sum(1), 1.0)  # [rows]
         if config.vjp_batch is None:
             g = jax.vmap(grad_of)(cts).reshape(k, q, rows, n)  # [K, Q, rows, N]
-            gnorm = jnp.moveaxis(norm(g), (0, 1), (2, 1))  # [rows, Q, K]
+            gnorm = jnp.moveaxis(_norm(g, linf), (0, 1), (2, 1))  # [rows, Q, K]
         else:
-            gnorm = jax.lax.map(lambda ct: norm(grad_of(ct)), cts, batch_size=config.vjp_batch)
+            gnorm = jax.lax.map(
+                lambda ct: _norm(grad_of(ct), linf), cts, batch_size=config.vjp_batch
+            )
             gnorm = jnp.moveaxis(gnorm.reshape(k, q, rows), (0, 1), (2, 1))
         dist_q = (jnp.abs(f) + config.numerator_eps) / (gnorm + NORM_EPS)  # [rows, Q, K]
         dist = jnp.sum(dist_q * mq[:, :, None], 1) / nq[:, None]  # chunk mean [rows, K]
@@ -245,38 +278,47 @@ def _deepfool_impl(
         if linf:
             r = (d + config.step_eps)[:, None] * jnp.sign(w)
         else:
-            r = ((d + config.step_eps) / (norm(w) + NORM_EPS))[:, None] * w
+            r = ((d + config.step_eps) / (_norm(w, linf) + NORM_EPS))[:, None] * w
         return now_adv, jnp.where(val, r, 0.0)
 
-    sizes = common.compaction_sizes(b, config.compact_levels)
-
-    def body(st):
-        xc, p_total, done, steps, it = st
-        # one forward and K pullbacks of the examples still running (compacted when few are)
-        now_adv, r = common.compact_map(
-            step_rows, ~done, (xc, lengths, valid, orig, cand, excluded), sizes
-        )
-        done = done | (~done & now_adv)
-        active = ~done
-        p_total = jnp.where(active[:, None], p_total + r, p_total)
+    def step(self, problem: engine.Problem, st: _State, e: Any, active: Array) -> _State:
+        config = self.config
+        now_adv, r = e
+        adv = st.adv | (active & now_adv)
+        moving = ~adv
+        p_total = jnp.where(moving[:, None], st.p_total + r, st.p_total)
         if config.overshoot_mode == "cumulative":
-            x_new = x + (1.0 + config.overshoot) * p_total
+            x_new = problem.x + (1.0 + config.overshoot) * p_total
         else:
-            x_new = xc + (1.0 + config.overshoot) * r
-        x_new = jnp.where(valid, jnp.clip(x_new, *common.BOX), x)
-        xc = jnp.where(active[:, None], x_new, xc)
-        steps = steps + active.astype(jnp.int32)
-        # all examples finished: jump the counter to the end (the loop then stops)
-        it = jnp.where(jnp.all(done), config.steps, it + 1)
-        return xc, p_total, done, steps, it
+            x_new = st.xc + (1.0 + config.overshoot) * r
+        x_new = jnp.where(problem.valid, jnp.clip(x_new, *common.BOX), problem.x)
+        return st._replace(
+            xc=jnp.where(moving[:, None], x_new, st.xc),
+            p_total=p_total,
+            adv=adv,
+            steps=st.steps + moving.astype(jnp.int32),
+            it=st.it + 1,
+        )
 
-    def cond(st):
-        return st[-1] < config.steps
+    def done(self, st: _State) -> Array:
+        return st.adv | (st.it >= self.config.steps)
 
-    init = (x, jnp.zeros_like(x), jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32), 0)
-    xc, _, _, steps, _ = jax.lax.while_loop(cond, body, init)
-    success = jnp.argmax(fn(params, xc, lengths).probs, -1) != orig
-    return DeepFoolResult(xc, success, steps, orig)
+    def result(self, fn, params, problem, st: _State, evaluations: Array) -> DeepFoolResult:
+        del evaluations
+        success = jnp.argmax(fn(params, st.xc, problem.lengths).probs, -1) != st.orig
+        return DeepFoolResult(st.xc, success, st.steps, st.orig)
+
+
+def _deepfool_impl(
+    fn: ClassifierFn,
+    params: Any,
+    x: Array,
+    lengths: Array,
+    *,
+    config: DeepFoolConfig,
+) -> DeepFoolResult:
+    problem = engine.Problem(x, lengths, jnp.zeros_like(lengths))  # moves away from argmax(x)
+    return engine.run(DeepFool(config), fn, params, problem, compact_levels=config.compact_levels)
 
 
 _deepfool_jit = jax.jit(_deepfool_impl, static_argnames=("fn", "config"))

@@ -16,6 +16,8 @@ functions over a per-example state, in the shape of optimistix's solvers
   active rows.
 * ``done(state) -> [B]`` — the example has finished.
 * ``result(fn, params, problem, state, evaluations) -> Result`` — the attack's NamedTuple result.
+* optionally ``prepare(problem) -> problem`` — a row-wise change of the inputs before ``init``
+  (e.g. clipping the clean clip to the box); :func:`prepare` applies it where defined.
 
 The engine owns what every attack used to write for itself: the ``lax.while_loop``, the active
 mask, evaluating only the running rows (:func:`~jaxadv.attacks.common.compact_map`), freezing
@@ -80,6 +82,12 @@ class Algorithm(Protocol):
     ) -> Any: ...
 
 
+def prepare(algo: Any, problem: Problem) -> Problem:
+    """``algo.prepare(problem)`` where the algorithm defines it, else ``problem``."""
+    f = getattr(algo, "prepare", None)
+    return problem if f is None else f(problem)
+
+
 def _iteration(algo: Any, fn: Any, params: Any, problem: Problem, sizes: tuple[int, ...]):
     """One engine iteration over ``(state, evaluations)``: evaluate running rows, step, freeze."""
 
@@ -103,6 +111,7 @@ def run(algo: Any, fn: Any, params: Any, problem: Problem, *, compact_levels: in
     """
     b = problem.x.shape[0]
     sizes = common.compaction_sizes(b, compact_levels)
+    problem = prepare(algo, problem)
     it = _iteration(algo, fn, params, problem, sizes)
     state = algo.init(fn, params, problem)
 
@@ -197,7 +206,9 @@ class _Chunk:
                 rank = jnp.cumsum(free.astype(jnp.int32)) - 1
                 take = free & (rank < left)
                 src = jnp.clip(used + rank, 0, s - 1)
-                prob = common.tree_where_b(take, _take(pending, src), sl.problem)
+                prob = common.tree_where_b(
+                    take, prepare(algo, _take(pending, src)), sl.problem
+                )
                 state = common.tree_where_b(take, algo.init(fn, params, prob), sl.state)
                 return (
                     _Slots(
@@ -242,6 +253,7 @@ _chunk_jit = jax.jit(_chunk_impl, static_argnames=("algo", "fn", "chunk", "refil
 
 def _empty_slots_impl(algo, fn, params, pending):
     s = pending.x.shape[0]
+    pending = prepare(algo, pending)
     return _Slots(
         algo.init(fn, params, pending),
         pending,
@@ -288,7 +300,7 @@ def sweep(
     slots: int,
     chunk: int = 16,
     refill_at: int | None = None,
-    on_result: Callable[[int, Any], None] | None = None,
+    on_results: Callable[[list[tuple[int, Any]]], None] | None = None,
 ) -> tuple[list[Any], SweepStats]:
     """Stream ``J`` jobs through ``slots`` slots of one compiled program (continuous batching).
 
@@ -306,11 +318,12 @@ def sweep(
       slots: ``S``, rows evaluated per iteration.
       chunk: iterations per compiled call (progress and results come back between calls).
       refill_at: free slots that trigger a refill.
-      on_result: called as ``on_result(j, result_j)`` when job ``j`` finishes (``result_j`` the
-        attack's result NamedTuple for that job, NumPy arrays without the batch axis).
+      on_results: called after each chunk with the jobs it finished, ``[(j, result_j), ...]``
+        (``result_j`` the attack's result NamedTuple for job ``j``, NumPy arrays without the
+        batch axis): progress, storage and resume work job by job.
 
     Returns:
-      ``(results, stats)``: ``results[j]`` is job ``j``'s result (as passed to ``on_result``) and
+      ``(results, stats)``: ``results[j]`` is job ``j``'s result (as passed to ``on_results``) and
       :class:`SweepStats`.
     """
     if not isinstance(slots, int) or slots < 1:
@@ -346,13 +359,14 @@ def sweep(
         useful += use
         if n_out:
             host_out, host_job = jax.device_get((out, out_job))
+            items = []
             for i in range(n_out):
                 j = int(host_job[i])
-                row = jax.tree.map(lambda a, i=i: a[i], host_out)
-                results[j] = row
-                finished += 1
-                if on_result is not None:
-                    on_result(j, row)
+                results[j] = jax.tree.map(lambda a, i=i: a[i], host_out)
+                items.append((j, results[j]))
+            finished += n_out
+            if on_results is not None:
+                on_results(items)
         if used:
             nxt += used
             pending, pending_job, n_pending = pending_at(min(nxt, n_jobs))

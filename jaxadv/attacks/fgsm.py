@@ -12,8 +12,8 @@ of ``labels``; targeted: step down the loss of ``targets``):
   ``eps`` on the grid ``linspace(0, max_eps, epsilons + 1)[1:]`` for which
   ``clip(x + eps * sign(g) * (max - min))`` is adversarial; if it is found at grid index ``< 20``
   the search is repeated once over ``linspace(0, eps, 21)[1:]``. The grid is evaluated ``block``
-  values at a time as one batched forward pass of ``B * block`` clips inside a single
-  ``lax.while_loop`` that stops when every example has its ``eps``, instead of up to 1000
+  values at a time as one batched forward pass of ``B * block`` clips, on the attack engine
+  (:mod:`jaxadv.attacks.engine`), until every example has its ``eps``, instead of up to 1000
   sequential forward passes per example.
 """
 
@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv.attacks import common
+from jaxadv.attacks import common, criteria, engine
 from jaxadv.attacks.noise import scale_to_snr
 from jaxadv.classifier import ClassifierFn
 
@@ -107,13 +107,169 @@ class FGSMResult(NamedTuple):
     epsilon: Array
 
 
-def _sign_gradient(fn, params, x, lengths, classes, scores, targeted):
-    def loss(xx):
-        return jnp.sum(common.cross_entropy(fn(params, xx, lengths), classes, scores))
+def _sign_gradient(fn, params, problem: engine.Problem, scores: str) -> Array:
+    """``sign(d CE / dx)`` on the valid samples, pointing up CE(label) or down CE(target)."""
+    targeted = problem.targeted
+    classes = problem.targets if targeted else problem.labels
 
-    g = jax.grad(loss)(x)
-    s = jnp.sign(g)
-    return -s if targeted else s
+    def loss(xx):
+        return jnp.sum(common.cross_entropy(fn(params, xx, problem.lengths), classes, scores))
+
+    s = jnp.sign(jax.grad(loss)(problem.x))
+    return jnp.where(problem.valid, -s if targeted else s, 0)
+
+
+class _SNRState(NamedTuple):
+    adv: Array  # [B, N]
+    success: Array
+    eps: Array
+    done: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class FGSMAtSNR:
+    """The authors' one sign step at a fixed SNR: one evaluation (gradient, then a forward)."""
+
+    config: FGSMConfig
+
+    def init(self, fn: Any, params: Any, problem: engine.Problem) -> _SNRState:
+        b = problem.x.shape[0]
+        z = jnp.zeros((b,), jnp.float32)
+        return _SNRState(jnp.zeros_like(problem.x), z > 0, z, z > 0)
+
+    def query(self, st: _SNRState) -> tuple:
+        return ()
+
+    def evaluate(self, fn: Any, params: Any, problem: engine.Problem, q: Any) -> Any:
+        x, valid = problem.x, problem.valid
+        s = _sign_gradient(fn, params, problem, self.config.scores)
+        delta = scale_to_snr(x, s, valid, self.config.snr_db)
+        adv = x + delta
+        if self.config.clip:
+            adv = jnp.where(valid, jnp.clip(adv, *common.BOX), x)
+        out = fn(params, adv, problem.lengths)
+        success = criteria.decision(problem.labels, problem.targets).is_adversarial(out)
+        return adv, success, jnp.max(jnp.abs(delta), axis=-1)
+
+    def step(self, problem: engine.Problem, st: _SNRState, e: Any, active: Array) -> _SNRState:
+        return _SNRState(*e, jnp.ones_like(st.done))
+
+    def done(self, st: _SNRState) -> Array:
+        return st.done
+
+    def result(self, fn, params, problem, st: _SNRState, evaluations: Array) -> FGSMResult:
+        return FGSMResult(st.adv, st.success, evaluations, st.eps)
+
+
+class _SearchState(NamedTuple):
+    step: Array  # [B, N] sign(g) * (max - min)
+    phase: Array  # 0 = coarse grid, 1 = fine grid
+    pos: Array  # next grid index
+    eps_hi: Array  # the coarse hit the fine grid ends at
+    eps_found: Array
+    done: Array
+    success: Array
+    steps: Array  # forward evaluations (grid values tried)
+    adv: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class FGSMSearch:
+    """Foolbox 1.x's minimal-eps search: ``block`` grid values per evaluation (``B * block`` clips
+    in one forward pass), coarse grid then a finer one below an early hit."""
+
+    config: FGSMConfig
+
+    def _perturb(self, problem: engine.Problem, step: Array, eps: Array) -> Array:
+        """``clip(x + eps * step)`` on the valid samples; eps ``[B, K]`` -> ``[B, K, N]``."""
+        x = problem.x
+        xe = jnp.clip(x[:, None, :] + eps[:, :, None] * step[:, None, :], *common.BOX)
+        return jnp.where(problem.valid[:, None, :], xe, x[:, None, :])
+
+    def _grid(self, st: _SearchState) -> tuple[Array, Array]:
+        """This evaluation's eps ``[B, K]`` and which of them are real grid values."""
+        cfg = self.config
+        n_coarse, n_fine, k = cfg.epsilons, cfg.refine_steps, cfg.block
+        grid = jnp.asarray(np.linspace(0, cfg.max_epsilon, n_coarse + 1)[1:], jnp.float32)
+        frac = jnp.arange(1, n_fine + 1, dtype=jnp.float32) / n_fine  # linspace(0, e, 21)[1:] / e
+        idx = st.pos[:, None] + jnp.arange(k)[None, :]
+        coarse = st.phase[:, None] == 0
+        eps = jnp.where(
+            coarse,
+            grid[jnp.minimum(idx, n_coarse - 1)],
+            st.eps_hi[:, None] * frac[jnp.minimum(idx, n_fine - 1)],
+        )
+        live = (idx < jnp.where(coarse, n_coarse, n_fine)) & ~st.done[:, None]
+        return eps, live
+
+    def init(self, fn: Any, params: Any, problem: engine.Problem) -> _SearchState:
+        b = problem.x.shape[0]
+        lo, hi = common.BOX
+        zi, zf, zb = jnp.zeros((b,), jnp.int32), jnp.zeros((b,), jnp.float32), jnp.zeros((b,), bool)
+        step = _sign_gradient(fn, params, problem, self.config.scores) * (hi - lo)
+        return _SearchState(step, zi, zi, zf, zf, zb, zb, zi, problem.x)
+
+    def query(self, st: _SearchState) -> Any:
+        eps, live = self._grid(st)
+        return st.step, eps, live
+
+    def evaluate(self, fn: Any, params: Any, problem: engine.Problem, q: Any) -> Any:
+        """First live hit of each row's block: (any hit, its index, its eps, its clip)."""
+        step, eps, live = q
+        b, n = problem.x.shape
+        k = eps.shape[1]
+        xe = self._perturb(problem, step, eps)
+        out = fn(params, xe.reshape(b * k, n), jnp.repeat(problem.lengths, k))
+        rep = criteria.decision(
+            jnp.repeat(problem.labels, k),
+            None if problem.targets is None else jnp.repeat(problem.targets, k),
+        )
+        hit = rep.is_adversarial(out).reshape(b, k) & live
+        first = jnp.argmax(hit, axis=1)
+        e_hit = jnp.take_along_axis(eps, first[:, None], axis=1)[:, 0]
+        x_hit = jnp.take_along_axis(xe, first[:, None, None], axis=1)[:, 0]
+        return hit.any(axis=1), first, e_hit, x_hit
+
+    def step(self, problem: engine.Problem, st: _SearchState, e: Any, active: Array) -> Any:
+        cfg = self.config
+        anyhit, first, e_hit, x_hit = e
+        _, live = self._grid(st)
+        k = cfg.block
+        n_coarse, n_fine = cfg.epsilons, cfg.refine_steps
+        i = st.pos + first
+        refine = anyhit & (st.phase == 0) & (i < cfg.refine_below)
+        finish = anyhit & ~refine
+        size = jnp.where(st.phase == 0, n_coarse, n_fine)
+        exhausted = ~anyhit & ~st.done & (st.pos + k >= size)
+        # A fine grid that misses (it ends at the coarse hit, so only by rounding) keeps that hit.
+        keep_coarse = exhausted & (st.phase == 1)
+        eps_found = jnp.where(finish | refine, e_hit, st.eps_found)  # refine: provisional
+        adv = jnp.where((finish | refine)[:, None], x_hit, st.adv)
+        # A failed example ends at the largest eps of the grid.
+        fail = exhausted & (st.phase == 0)
+        eps_found = jnp.where(fail, cfg.max_epsilon, eps_found)
+        b = problem.x.shape[0]
+        at_max = self._perturb(problem, st.step, jnp.full((b, 1), cfg.max_epsilon))[:, 0]
+        adv = jnp.where(fail[:, None], at_max, adv)
+        return st._replace(
+            phase=jnp.where(refine, 1, st.phase),
+            pos=jnp.where(refine, 0, st.pos + k),
+            eps_hi=jnp.where(refine, e_hit, st.eps_hi),
+            eps_found=eps_found,
+            done=st.done | finish | exhausted,
+            success=st.success | finish | keep_coarse,
+            steps=st.steps + live.sum(axis=1),
+            adv=adv,
+        )
+
+    def done(self, st: _SearchState) -> Array:
+        return st.done
+
+    def result(self, fn, params, problem, st: _SearchState, evaluations: Array) -> FGSMResult:
+        return FGSMResult(st.adv, st.success, st.steps, st.eps_found)
+
+
+ALGORITHMS = {"snr": FGSMAtSNR, "search": FGSMSearch}
 
 
 def _fgsm_impl(
@@ -126,84 +282,8 @@ def _fgsm_impl(
     *,
     config: FGSMConfig,
 ) -> FGSMResult:
-    b, n = x.shape
-    valid = common.valid_mask(n, lengths)
-    targeted = targets is not None
-    classes = targets if targeted else labels
-    s = jnp.where(
-        valid, _sign_gradient(fn, params, x, lengths, classes, config.scores, targeted), 0
-    )
-
-    if config.mode == "snr":
-        delta = scale_to_snr(x, s, valid, config.snr_db)
-        adv = x + delta
-        if config.clip:
-            adv = jnp.where(valid, jnp.clip(adv, *common.BOX), x)
-        out = fn(params, adv, lengths)
-        success = common.decision(out.probs, labels, targets)
-        eps = jnp.max(jnp.abs(delta), axis=-1)
-        return FGSMResult(adv, success, jnp.ones((b,), jnp.int32), eps)
-
-    # --- Foolbox 1.x minimal-eps search, `block` eps values per forward pass -------------------
-    lo, hi = common.BOX
-    k = config.block
-    n_coarse, n_fine = config.epsilons, config.refine_steps
-    grid = jnp.asarray(np.linspace(0, config.max_epsilon, n_coarse + 1)[1:], jnp.float32)
-    frac = jnp.arange(1, n_fine + 1, dtype=jnp.float32) / n_fine  # linspace(0, e, 21)[1:] / e
-    step = s * (hi - lo)
-
-    def perturb(eps):  # eps [B, K] -> [B, K, N]
-        xe = jnp.clip(x[:, None, :] + eps[:, :, None] * step[:, None, :], lo, hi)
-        return jnp.where(valid[:, None, :], xe, x[:, None, :])
-
-    def body(st):
-        phase, pos, eps_hi, eps_found, done, success, steps, adv, _ = st
-        idx = pos[:, None] + jnp.arange(k)[None, :]
-        coarse = phase[:, None] == 0
-        size = jnp.where(coarse, n_coarse, n_fine)
-        eps = jnp.where(
-            coarse,
-            grid[jnp.minimum(idx, n_coarse - 1)],
-            eps_hi[:, None] * frac[jnp.minimum(idx, n_fine - 1)],
-        )
-        live = (idx < size) & ~done[:, None]
-        xe = perturb(eps)
-        out = fn(params, xe.reshape(b * k, n), jnp.repeat(lengths, k))
-        cls = jnp.repeat(classes, k)
-        pred = jnp.argmax(out.probs, axis=-1)
-        hit = ((pred == cls) if targeted else (pred != cls)).reshape(b, k) & live
-        anyhit = hit.any(axis=1)
-        first = jnp.argmax(hit, axis=1)
-        i = pos + first
-        e_hit = jnp.take_along_axis(eps, first[:, None], axis=1)[:, 0]
-        x_hit = jnp.take_along_axis(xe, first[:, None, None], axis=1)[:, 0]
-        refine = anyhit & (phase == 0) & (i < config.refine_below)
-        finish = anyhit & ~refine
-        exhausted = ~anyhit & ~done & (pos + k >= jnp.where(phase == 0, n_coarse, n_fine))
-        # A fine grid that misses (it ends at the coarse hit, so only by rounding) keeps that hit.
-        keep_coarse = exhausted & (phase == 1)
-        steps = steps + live.sum(axis=1)
-        success = success | finish | keep_coarse
-        eps_found = jnp.where(finish, e_hit, eps_found)
-        adv = jnp.where((finish | refine)[:, None], x_hit, adv)
-        eps_found = jnp.where(refine, e_hit, eps_found)  # provisional, replaced by the fine hit
-        # A failed example ends at the largest eps of the grid.
-        fail = exhausted & (phase == 0)
-        eps_found = jnp.where(fail, config.max_epsilon, eps_found)
-        adv = jnp.where(fail[:, None], perturb(jnp.full((b, 1), config.max_epsilon))[:, 0], adv)
-        eps_hi = jnp.where(refine, e_hit, eps_hi)
-        pos = jnp.where(refine, 0, pos + k)
-        phase = jnp.where(refine, 1, phase)
-        done = done | finish | exhausted
-        return phase, pos, eps_hi, eps_found, done, success, steps, adv, jnp.all(done)
-
-    zi = jnp.zeros((b,), jnp.int32)
-    zf = jnp.zeros((b,), jnp.float32)
-    zb = jnp.zeros((b,), bool)
-    init = (zi, zi, zf, zf, zb, zb, zi, x, jnp.asarray(False))
-    st = jax.lax.while_loop(lambda st: ~st[-1], body, init)
-    _, _, _, eps_found, _, success, steps, adv, _ = st
-    return FGSMResult(adv, success, steps, eps_found)
+    problem = engine.Problem(x, lengths, labels, targets)
+    return engine.run(ALGORITHMS[config.mode](config), fn, params, problem)
 
 
 _fgsm_jit = jax.jit(_fgsm_impl, static_argnames=("fn", "config"))

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxadv.attacks import common
+from jaxadv.attacks import common, criteria, engine
 from jaxadv.classifier import ClassifierFn
 
 Array = jax.Array
@@ -91,6 +91,46 @@ def scale_to_snr(x: Array, direction: Array, valid: Array, snr_db: float) -> Arr
     return d * scale[:, None]
 
 
+class _State(NamedTuple):
+    adv: Array  # [B, N]
+    success: Array  # [B]
+    done: Array  # [B]
+
+
+@dataclasses.dataclass(frozen=True)
+class WhiteNoise:
+    """White noise at a fixed SNR as an engine :class:`~jaxadv.attacks.engine.Algorithm`: one
+    evaluation (a forward of the noisy clip), then done."""
+
+    config: NoiseConfig
+
+    def init(self, fn: Any, params: Any, problem: engine.Problem) -> _State:
+        b = problem.x.shape[0]
+        return _State(jnp.zeros_like(problem.x), jnp.zeros((b,), bool), jnp.zeros((b,), bool))
+
+    def query(self, st: _State) -> tuple:
+        return ()
+
+    def evaluate(self, fn: Any, params: Any, problem: engine.Problem, q: Any) -> Any:
+        x, valid = problem.x, problem.valid
+        noise = jax.vmap(block_noise, in_axes=(0, None))(problem.keys, x.shape[1])
+        adv = x + scale_to_snr(x, noise, valid, self.config.snr_db)
+        if self.config.clip:
+            adv = jnp.where(valid, jnp.clip(adv, *common.BOX), x)
+        out = fn(params, adv, problem.lengths)
+        return adv, criteria.Misclassification(problem.labels).is_adversarial(out)
+
+    def step(self, problem: engine.Problem, st: _State, e: Any, active: Array) -> _State:
+        adv, success = e
+        return _State(adv, success, jnp.ones_like(st.done))
+
+    def done(self, st: _State) -> Array:
+        return st.done
+
+    def result(self, fn, params, problem, st: _State, evaluations: Array) -> NoiseResult:
+        return NoiseResult(st.adv, st.success, evaluations)
+
+
 def _noise_impl(
     fn: ClassifierFn,
     params: Any,
@@ -101,15 +141,8 @@ def _noise_impl(
     *,
     config: NoiseConfig,
 ) -> NoiseResult:
-    b, n = x.shape
-    valid = common.valid_mask(n, lengths)
-    noise = jax.vmap(block_noise, in_axes=(0, None))(keys, n)
-    adv = x + scale_to_snr(x, noise, valid, config.snr_db)
-    if config.clip:
-        adv = jnp.where(valid, jnp.clip(adv, *common.BOX), x)
-    out = fn(params, adv, lengths)
-    success = common.decision(out.probs, labels, None)
-    return NoiseResult(adv, success, jnp.ones((b,), jnp.int32))
+    problem = engine.Problem(x, lengths, labels, None, keys)
+    return engine.run(WhiteNoise(config), fn, params, problem)
 
 
 _noise_jit = jax.jit(_noise_impl, static_argnames=("fn", "config"))

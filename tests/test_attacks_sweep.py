@@ -1,0 +1,113 @@
+"""The engine's sweep: jobs streamed through a few slots of one program, refilled as they finish.
+
+* sweep == alone: job by job, a sweep through ``S`` slots gives the results of attacking each job
+  alone (batch of one), for every attack.
+* slot refill does the work: with more jobs than slots, every job runs, the slots are refilled
+  (useful row-evaluations close to the computed ones), and a second sweep of the same shapes
+  compiles nothing.
+* a killed sweep resumes: the jobs finished before the kill are not recomputed.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _attack_helpers import chunked_problem, other_class
+from test_attacks_compile import TINY, _assert_close, _attack
+
+from jaxadv import attacks as A
+from jaxadv.attacks import engine
+
+
+def _jobs(repeat: int = 2):
+    """The chunked problem's 6 clips, ``repeat`` times (12 jobs by default)."""
+    fn, params, x, lengths, labels = chunked_problem()
+    x = jnp.concatenate([x] * repeat)
+    lengths = jnp.concatenate([lengths] * repeat)
+    labels = jnp.concatenate([labels] * repeat)
+    return fn, params, x, lengths, labels
+
+
+def _name(name: str) -> str:
+    return _attack(name).name
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_sweep_equals_each_job_alone(name):
+    fn, params, x, lengths, labels = _jobs()
+    config, targeted = TINY[name]
+    targets = other_class(labels, 5) if targeted else None
+    spec = _attack(name)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(3), jnp.arange(12))
+    seen = []
+    results, stats = A.sweep(
+        spec.name, fn, params, x, lengths, labels, targets=targets, config=config,
+        key=keys, slots=4, chunk=3, on_results=lambda items: seen.extend(j for j, _ in items),
+    )  # fmt: skip
+    assert sorted(seen) == list(range(12)) and stats.jobs == 12
+    for j in range(12):
+        alone = spec(
+            fn, params, x[j : j + 1], lengths[j : j + 1], labels[j : j + 1],
+            targets=None if targets is None else targets[j : j + 1], config=config,
+            key=keys[j : j + 1],
+        )  # fmt: skip
+        alone = jax.tree.map(lambda a: np.asarray(a)[0], alone)
+        _assert_close(results[j], alone, steps_slack=1 if spec.name == "lbfgs" else 0)
+
+
+def test_sweep_refills_slots_and_compiles_once():
+    fn, params, x, lengths, labels = _jobs(repeat=3)  # 18 jobs through 4 slots
+    config = A.DeepFoolConfig(steps=16, overshoot=-0.5)  # a different number of steps per clip
+    results, stats = A.sweep("deepfool", fn, params, x, lengths, labels, config=config, slots=4)
+    steps = np.array([r.steps for r in results])
+    assert steps.min() < steps.max()
+    # useful row-evaluations are the evaluations the jobs needed: one per step, plus the one that
+    # found the adversarial (none after the last allowed step)
+    assert stats.useful == int(np.minimum(steps + 1, config.steps).sum())
+    assert stats.useful <= stats.computed
+    assert stats.efficiency > 0.6, stats
+    size = engine._chunk_jit._cache_size()
+    A.sweep("deepfool", fn, params, x * 0.5, lengths, labels, config=config, slots=4)
+    assert engine._chunk_jit._cache_size() == size
+
+
+def test_killed_sweep_resumes_without_recomputing_finished_jobs():
+    fn, params, x, lengths, labels = _jobs()
+    config = A.CWConfig(binary_search_steps=2, max_iterations=20, learning_rate=5e-2)
+    full, _ = A.sweep("cw", fn, params, x, lengths, labels, config=config, slots=3, chunk=2)
+
+    store: dict[int, object] = {}
+
+    class Killed(Exception):
+        pass
+
+    def keep_then_die(items):
+        store.update(items)
+        if len(store) >= 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        A.sweep("cw", fn, params, x, lengths, labels, config=config, slots=3, chunk=2,
+                on_results=keep_then_die)  # fmt: skip
+    left = np.array([j for j in range(12) if j not in store])
+    assert 0 < len(left) <= 7
+    rerun, stats = A.sweep(
+        "cw", fn, params, x[left], lengths[left], labels[left], config=config, slots=3, chunk=2
+    )
+    assert stats.jobs == len(left)  # only the unfinished jobs ran again
+    for i, j in enumerate(left):
+        store[int(j)] = rerun[i]
+    for j in range(12):
+        _assert_close(store[j], full[j])
+
+
+def test_sweep_bad_arguments():
+    fn, params, x, lengths, labels = _jobs()
+    with pytest.raises(ValueError, match="slots must be an integer >= 1"):
+        A.sweep("deepfool", fn, params, x, lengths, labels, slots=0)
+    with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
+        A.sweep("deepfool", fn, params, x, lengths, labels, chunk=0)
+    with pytest.raises(TypeError, match="config must be a DeepFoolConfig"):
+        A.sweep("deepfool", fn, params, x, lengths, labels, config=A.CWConfig())
