@@ -105,11 +105,15 @@ def demo_jobs(clf, params, per_class: int):
 
 
 def batch_efficiency(evals: np.ndarray, batch: int, levels: int) -> tuple[int, int]:
-    """(useful, computed) row-evaluations of batch-at-a-time with compaction."""
+    """(useful, computed) row-evaluations of batch-at-a-time with compaction.
+
+    A last, short batch is padded to ``batch`` rows (repeats of its last job: one compiled
+    program per bucket, as the experiments do); the padding's evaluations are computed too.
+    """
     useful = int(evals.sum())
     computed = 0
     for start in range(0, len(evals), batch):
-        e = evals[start : start + batch]
+        e = evals[np.minimum(np.arange(start, start + batch), len(evals) - 1)]
         sizes = common.compaction_sizes(batch, levels)
         for t in range(int(e.max())):
             active = int((e > t).sum())
@@ -138,7 +142,9 @@ def main(argv=None) -> None:
     p.add_argument("--attacks", default="cw,lbfgs")
     p.add_argument("--per-class", type=int, default=1, help="clips per music class (5 jobs each)")
     p.add_argument("--batch", type=int, default=16, help="rows per batch (today's --batch-size)")
-    p.add_argument("--slots", type=int, default=16)
+    p.add_argument(
+        "--slots", type=int, default=0, help="sweep slots (0: the experiments' rule, auto_slots)"
+    )
     p.add_argument("--chunk", type=int, default=16, help="engine iterations per sweep call")
     p.add_argument("--full-vgg13", action="store_true", help="full-size VGG13 (random weights)")
     p.add_argument("--jobs", type=int, default=0, help="with --full-vgg13: jobs (copies of clips)")
@@ -185,10 +191,12 @@ def main(argv=None) -> None:
                     iters = None
                 else:
                     cfg0 = dataclasses.replace(cfg, compact_levels=0)
+                    slots = args.slots or A.engine.auto_slots(len(x), args.batch)
                     rows, stats = A.sweep(name, clf, params, x, lens, labels, targets=targets,
-                                          config=cfg0, slots=args.slots, chunk=args.chunk)  # fmt: skip
+                                          config=cfg0, slots=slots, chunk=args.chunk)  # fmt: skip
                     res = A.engine.stack(rows)
                     useful, computed, iters = stats.useful, stats.computed, stats.iterations
+                    rec_slots = slots
                 wall = time.perf_counter() - t0
                 comp = clock.take()
                 got[mode] = res
@@ -198,6 +206,7 @@ def main(argv=None) -> None:
                     "efficiency": useful / max(computed, 1), "useful": useful,
                     "computed": computed, "success": float(np.mean(res.success)),
                 }  # fmt: skip
+                rec["slots"] = rec_slots if mode == "sweep" else args.batch
                 if iters is not None:
                     rec["iterations"] = iters
                     rec["it_per_s"] = iters / max(wall - comp, 1e-9)
@@ -208,7 +217,7 @@ def main(argv=None) -> None:
                 agree = float(np.mean(got["batch"].success == got["sweep"].success))
                 for r in records[-2:]:
                     r["success_agreement"] = agree
-    cols = ["model", "attack", "mode", "jobs", "wall_s", "compile_s", "run_s", "efficiency",
+    cols = ["model", "attack", "mode", "jobs", "slots", "wall_s", "compile_s", "run_s", "efficiency",
             "success", "success_agreement"]  # fmt: skip
     if args.full_vgg13:
         cols += ["it_per_s", "peak_fraction"]

@@ -18,7 +18,7 @@ import pytest
 from _attack_helpers import chunked_problem, other_class
 
 from jaxadv import attacks as A
-from jaxadv.attacks import common
+from jaxadv.attacks import criteria
 
 CW_SMALL = A.CWConfig(
     binary_search_steps=3, max_iterations=60, learning_rate=2e-2, initial_const=1.0
@@ -89,19 +89,18 @@ def test_success_matches_fresh_forward(name, targeted):
     res, targets = run_case(name, targeted)
     attack, config, *_ = CASES[name]
     fn, params, x, lengths, labels = chunked_problem()
-    probs = fn(params, jnp.asarray(res.adversarial), lengths).probs
-    pred = np.asarray(jnp.argmax(probs, -1))
+    out = fn(params, jnp.asarray(res.adversarial), lengths)
+    pred = np.asarray(jnp.argmax(out.probs, -1))
     if attack == "deepfool":
         check = pred != np.asarray(res.original)
         np.testing.assert_array_equal(res.original, np.asarray(labels))  # labels = predictions
     elif attack == "cw" and config.success == "threshold":
-        check = np.asarray(
-            common.threshold_success(
-                probs, labels, targets, config.untargeted_threshold, config.targeted_threshold
-            )
+        crit = criteria.ProbabilityThreshold(
+            labels, targets, config.untargeted_threshold, config.targeted_threshold
         )
+        check = np.asarray(crit.is_adversarial(out))
     else:
-        check = np.asarray(common.decision(probs, labels, targets))
+        check = np.asarray(criteria.decision(labels, targets).is_adversarial(out))
     np.testing.assert_array_equal(res.success, check)
     if targeted:
         assert np.all(pred[res.success] == np.asarray(targets)[res.success])

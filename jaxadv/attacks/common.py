@@ -1,4 +1,4 @@
-"""Shared pieces of the attacks: scores, success criteria, distances, input validation, keys.
+"""Shared pieces of the attacks: scores, distances, masks, compaction, input and config validation.
 
 Scores
 ------
@@ -112,45 +112,6 @@ def other_max(s: Array, classes: Array) -> Array:
 def class_score(s: Array, classes: Array) -> Array:
     """``s[b, q, classes[b]]`` -> ``[B, Q]``."""
     return jnp.take_along_axis(s, classes[:, None, None], axis=-1)[..., 0]
-
-
-# --- success criteria --------------------------------------------------------------------------
-
-
-def decision(probs: Array, labels: Array, targets: Array | None) -> Array:
-    """Did the clip decision change? Untargeted: ``argmax probs != labels``; targeted: ``== targets``."""
-    pred = jnp.argmax(probs, axis=-1)
-    return pred != labels if targets is None else pred == targets
-
-
-def margin_success(s: Array, labels: Array, targets: Array | None, confidence: float) -> Array:
-    """Carlini's ``compare()``: argmax of the clip scores ``[B, C]`` after moving the class by kappa.
-
-    Untargeted: ``s[y] += kappa; argmax != y``; targeted: ``s[t] -= kappa; argmax == t``.
-    """
-    cls = labels if targets is None else targets
-    sign = 1.0 if targets is None else -1.0
-    adj = s + sign * confidence * jax.nn.one_hot(cls, s.shape[-1], dtype=s.dtype)
-    pred = jnp.argmax(adj, axis=-1)
-    return pred != cls if targets is None else pred == cls
-
-
-def threshold_success(
-    probs: Array,
-    labels: Array,
-    targets: Array | None,
-    untargeted: float = C.AUTHORS_UNTARGETED_THRESHOLD,
-    targeted: float = C.AUTHORS_TARGETED_THRESHOLD,
-) -> Array:
-    """The authors' probability thresholds (ORIGINALS.md §5.5).
-
-    Untargeted: ``probs[y] < 0.0244 and argmax != y``; targeted: ``probs[t] >= 0.975``.
-    """
-    if targets is None:
-        py = jnp.take_along_axis(probs, labels[:, None], axis=-1)[:, 0]
-        return (py < untargeted) & (jnp.argmax(probs, axis=-1) != labels)
-    pt = jnp.take_along_axis(probs, targets[:, None], axis=-1)[:, 0]
-    return pt >= targeted
 
 
 # --- Carlini's binary search over the constant --------------------------------------------------

@@ -206,9 +206,7 @@ class _Chunk:
                 rank = jnp.cumsum(free.astype(jnp.int32)) - 1
                 take = free & (rank < left)
                 src = jnp.clip(used + rank, 0, s - 1)
-                prob = common.tree_where_b(
-                    take, prepare(algo, _take(pending, src)), sl.problem
-                )
+                prob = common.tree_where_b(take, prepare(algo, _take(pending, src)), sl.problem)
                 state = common.tree_where_b(take, algo.init(fn, params, prob), sl.state)
                 return (
                     _Slots(
@@ -289,6 +287,13 @@ def _device_problem(arrays: dict[str, np.ndarray], idx: np.ndarray) -> Problem:
         targets=None if "targets" not in arrays else jnp.asarray(arrays["targets"][idx]),
         keys=None if keys is None else jax.random.wrap_key_data(jnp.asarray(keys[idx])),
     )
+
+
+def auto_slots(jobs: int, most: int, per_slot: int = 4) -> int:
+    """Slots for ``jobs`` jobs: at most ``most``, and few enough that each slot runs about
+    ``per_slot`` jobs, so the tail (slots idle once the queue is empty) stays a small part of
+    the work. ``most`` bounds memory; on an accelerator pass a large ``most``."""
+    return max(1, min(most, -(-jobs // per_slot)))
 
 
 def sweep(

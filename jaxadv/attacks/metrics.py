@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv.attacks import common
+from jaxadv.attacks import common, criteria
 from jaxadv.classifier import ClassifierFn
 
 Array = jax.Array
@@ -93,7 +93,8 @@ class AttackMetrics(NamedTuple):
 def _evaluate_impl(fn, params, x, lengths, labels, targets, adversarial, success, steps):
     valid = common.valid_mask(x.shape[1], lengths)
     p0 = fn(params, x, lengths).probs
-    p1 = fn(params, adversarial, lengths).probs
+    out1 = fn(params, adversarial, lengths)
+    p1 = out1.probs
     new = jnp.argmax(p1, -1)
 
     def pick(p, c):
@@ -102,7 +103,7 @@ def _evaluate_impl(fn, params, x, lengths, labels, targets, adversarial, success
     delta = jnp.where(valid, adversarial - x, 0.0)
     return AttackMetrics(
         success=success,
-        fooled=common.decision(p1, labels, targets),
+        fooled=criteria.decision(labels, targets).is_adversarial(out1),
         original=jnp.argmax(p0, -1),
         new_label=new,
         new_confidence=pick(p1, new),
