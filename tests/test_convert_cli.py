@@ -24,6 +24,8 @@ from jaxadv.convert.__main__ import main
 from jaxadv.convert.keras_h5 import ConversionError
 
 ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "jaxadv-convert: error: "
+NO_FILE = "no such file; give the path of a Keras model .h5 (saved with model.save)"
 
 
 def _layer(cls: str, name: str, inbound: str | None = None, **config) -> dict:
@@ -67,14 +69,17 @@ def _h5(path: Path, model_config: dict | list | str, layer_names=("input_1",)) -
 
 
 def _error(capsys, argv: list[str]) -> str:
-    """Run the command, expect exit status 2 and exactly one ``error:`` line on stderr."""
-    assert main(argv) == 2
+    """Run the command, expect exit status 2 and exactly one ``PROG: error:`` line on stderr;
+    returns the message after ``jaxadv-convert: error: ``."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: ") and "Traceback" not in captured.err
+    assert lines[0].startswith(PREFIX) and "Traceback" not in captured.err
     assert captured.out == ""
-    return lines[0]
+    return lines[0].removeprefix(PREFIX)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +139,8 @@ def test_malformed_config_in_a_real_process(tmp_path):
     )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
-    assert r.stderr.startswith(f"error: {bad}: malformed model_config") and "model.save" in r.stderr
+    assert r.stderr.startswith(f"python -m jaxadv.convert: error: {bad}: malformed model_config")
+    assert "model.save" in r.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -149,13 +155,9 @@ def test_repository_shim(tmp_path):
         timeout=300,
     )
     assert r.returncode == 2
-    assert (
-        r.stderr
-        == f"error: {tmp_path / 'none.h5'}: no such file; give the path of a Keras model .h5 (saved with model.save)\n"
-    )
-    import convert.core
+    assert r.stderr == f"python -m convert: error: {tmp_path / 'none.h5'}: {NO_FILE}\n"
+    import convert.core  # the shim package and its alias of a submodule
 
-    import convert
     import jaxadv.convert.core
 
     assert convert.core is jaxadv.convert.core and convert.convert_file is convert.core.convert_file
@@ -237,23 +239,20 @@ def test_wheel_ships_the_converter_and_its_command(tmp_path):
 def test_missing_and_non_hdf5_files(tmp_path, capsys):
     missing = tmp_path / "none.h5"
     line = _error(capsys, [str(missing), str(tmp_path / "o")])
-    assert (
-        line
-        == f"error: {missing}: no such file; give the path of a Keras model .h5 (saved with model.save)"
-    )
+    assert line == f"{missing}: {NO_FILE}"
     text = tmp_path / "text.h5"
     text.write_text("not hdf5")
     line = _error(capsys, [str(text), str(tmp_path / "o")])
-    assert line.startswith(f"error: {text}: not an HDF5 file (")
+    assert line.startswith(f"{text}: not an HDF5 file (")
     assert line.endswith("give a Keras model .h5 (saved with model.save)")
     line = _error(capsys, [str(tmp_path), "--inspect"])
-    assert line.startswith(f"error: {tmp_path}: is a directory; give the path of a Keras model")
+    assert line.startswith(f"{tmp_path}: is a directory; give the path of a Keras model")
 
 
 def test_bad_json_names_the_file(tmp_path, capsys):
     bad = _h5(tmp_path / "bad.h5", '{"class_name": "Functional", "config": {')
     line = _error(capsys, [str(bad), str(tmp_path / "o")])
-    assert line.startswith(f"error: {bad}: the 'model_config' attribute is not valid JSON (")
+    assert line.startswith(f"{bad}: the 'model_config' attribute is not valid JSON (")
     assert "save the full model again with Keras' model.save" in line
 
 
@@ -282,7 +281,7 @@ def test_malformed_model_config(tmp_path, capsys, model_config, detail):
         [str(bad), "--inspect"],
     ):
         line = _error(capsys, argv)
-        assert line.startswith(f"error: {bad}: ") and detail in line, line
+        assert line.startswith(f"{bad}: ") and detail in line, line
         assert "model.save" in line
     assert not (tmp_path / "o").exists()
 
@@ -293,14 +292,14 @@ def test_architecture_errors_name_the_file(tmp_path, capsys):
     )
     bad = _h5(tmp_path / "valid.h5", _functional(INPUT, conv))
     line = _error(capsys, [str(bad), "--inspect"])
-    assert line == f"error: {bad}: layer 'conv' (Conv2D): padding is 'valid', expected 'same'"
+    assert line == f"{bad}: layer 'conv' (Conv2D): padding is 'valid', expected 'same'"
 
 
 def test_unknown_layer(tmp_path, capsys):
     bad = _h5(tmp_path / "sep.h5", _functional(INPUT, _layer("SeparableConv2D", "sep", "input_1")))
     line = _error(capsys, [str(bad), str(tmp_path / "o"), "--mean", "0", "--std", "1"])
     assert line.startswith(
-        f"error: {bad}: layer 'sep' (SeparableConv2D) has a type the converter does not support, "
+        f"{bad}: layer 'sep' (SeparableConv2D) has a type the converter does not support, "
         "so this is not one of the five attacked models (crnn, dense_mel, dense_wav, gcnn, vgg13):"
         " convert one of their .h5 files (supported layer types: "
     )
@@ -312,24 +311,22 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
     (out / "jaxadv.json").write_text("{}")
     any_h5 = _h5(tmp_path / "m.h5", _functional(INPUT))  # checked before the file is read
     line = _error(capsys, [str(any_h5), str(out), "--mean", "0", "--std", "1"])
-    assert (
-        line == f"error: {out} is not empty: pass --overwrite to replace it, or choose another OUT"
-    )
+    assert line == f"{out} is not empty: pass --overwrite to replace it, or choose another OUT"
     assert "overwrite=True" not in line
     assert (out / "jaxadv.json").read_text() == "{}"  # untouched
     (tmp_path / "file").write_text("x")
     line = _error(capsys, [str(any_h5), str(tmp_path / "file")])
-    assert line == f"error: {tmp_path / 'file'} exists and is not a directory: choose another OUT"
+    assert line == f"{tmp_path / 'file'} exists and is not a directory: choose another OUT"
 
 
 def test_other_inputs_are_named(tmp_path, capsys):
     any_h5 = _h5(tmp_path / "m.h5", _functional(INPUT))
     labels = tmp_path / "labels.txt"
     line = _error(capsys, [str(any_h5), str(tmp_path / "o"), "--labels", str(labels)])
-    assert line.startswith(f"error: {labels}: cannot read the --labels file (")
+    assert line.startswith(f"{labels}: cannot read the --labels file (")
     audio = tmp_path / "audio"
     line = _error(capsys, [str(any_h5), str(tmp_path / "o"), "--fit-audio", str(audio)])
-    assert line == f"error: {audio}: no such folder; give the folder of the training audio"
+    assert line == f"{audio}: no such folder; give the folder of the training audio"
     line = _error(capsys, [str(any_h5)])
     assert "OUT (the checkpoint directory) is required unless --inspect" in line
 

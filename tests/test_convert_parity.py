@@ -436,14 +436,17 @@ def test_cli(small_vgg, tmp_path, capsys):
         convert_main(["--help"])
     assert e.value.code == 0
     assert "--fit-audio" in capsys.readouterr().out
-    assert convert_main([str(small_vgg), str(tmp_path / "a")]) == 2
-    err = capsys.readouterr().err
-    assert err == (
-        f"error: {small_vgg}: vgg13 needs the standardisation mean and std of its training "
-        "features (not stored in the .h5): pass --mean/--std or --fit-audio\n"
+    with pytest.raises(SystemExit) as e:
+        convert_main([str(small_vgg), str(tmp_path / "a")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (
+        f"jaxadv-convert: error: {small_vgg}: vgg13 needs the standardisation mean and std of its "
+        "training features (not stored in the .h5): pass --mean/--std or --fit-audio\n"
     )
     assert convert_main([str(small_vgg), str(tmp_path / "a"), "--mean", "-3", "--std", "2"]) == 0
-    assert convert_main([str(small_vgg), str(tmp_path / "a"), "--mean", "-1", "--std", "2"]) == 2
+    with pytest.raises(SystemExit) as e:
+        convert_main([str(small_vgg), str(tmp_path / "a"), "--mean", "-1", "--std", "2"])
+    assert e.value.code == 2
     assert "is not empty: pass --overwrite to replace it" in capsys.readouterr().err
     argv = [str(small_vgg), str(tmp_path / "a"), "--mean", "-3", "--std", "2", "--overwrite"]
     assert convert_main(argv) == 0

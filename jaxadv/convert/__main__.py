@@ -1,9 +1,11 @@
 """``jaxadv-convert MODEL.h5 OUT_DIR`` (or ``python -m jaxadv.convert``): a Keras model .h5 → a
 jaxadv checkpoint.
 
-Every expected failure (a missing or damaged file, a malformed ``model_config``, an unsupported
-layer, a non-empty OUT without ``--overwrite``, ...) is printed as one line on stderr, naming the
-file and what to do, and exits with status 2; ``--debug`` re-raises it with its traceback instead.
+Runs through :func:`jaxadv.cli.main`, like every jaxadv command: an expected failure (a missing
+or damaged file, a malformed ``model_config``, an unsupported layer, a non-empty OUT without
+``--overwrite``, ...; a :class:`~jaxadv.convert.ConversionError` or another
+:class:`~jaxadv.cli.UserError`) is printed as one line on stderr, ``PROG: error: MESSAGE``, naming
+the file and what to do, and exits with status 2; ``--debug`` re-raises it with its traceback.
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from jaxadv import cli, models
 from jaxadv import config as C
-from jaxadv import models
-
-EXIT_ERROR = 2  # an expected error (bad input); argparse also exits 2 on bad arguments
 
 EPILOG = """\
 examples:
@@ -70,32 +70,12 @@ def build_parser(prog: str = "jaxadv-convert") -> argparse.ArgumentParser:
     p.add_argument(
         "--inspect", action="store_true", help="only parse and check the file; write nothing"
     )
-    p.add_argument(
-        "--debug",
-        action="store_true",
-        help="on an error, raise it with its traceback instead of printing one line",
-    )
-    return p
-
-
-def one_line(error: BaseException) -> str:
-    """The message of ``error`` on one line (multi-line messages joined with '; ')."""
-    lines = [s.strip() for s in str(error).splitlines() if s.strip()]
-    return "; ".join(lines) or type(error).__name__
+    return cli.add_debug_flag(p)
 
 
 def main(argv: list[str] | None = None, prog: str = "jaxadv-convert") -> int:
-    """Run the converter; returns the exit status (0, or 2 after a one-line error on stderr)."""
-    args = build_parser(prog).parse_args(argv)
-    # ValueError covers ConversionError, CheckpointError, AudioError and bad --labels text;
-    # OSError an unreadable --labels file or an OUT that cannot be written.
-    try:
-        return _run(args)
-    except (ValueError, OSError) as e:
-        if args.debug:
-            raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return EXIT_ERROR
+    """Run the converter; returns 0, or exits with status 2 after a one-line error on stderr."""
+    return cli.main(build_parser(prog), _run, argv)
 
 
 def _run(args: argparse.Namespace) -> int:

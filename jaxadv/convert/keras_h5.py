@@ -26,6 +26,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from jaxadv.cli import UserError
+
 # Layers that are the identity at inference; they are removed from the graph (their consumers are
 # re-linked to their input). ``Activation('linear')`` is handled the same way.
 PASSTHROUGH = frozenset(
@@ -41,8 +43,9 @@ PASSTHROUGH = frozenset(
 )
 
 
-class ConversionError(ValueError):
-    """A Keras file that cannot be converted; the message names the file, layer or array."""
+class ConversionError(UserError, ValueError):
+    """A Keras file that cannot be converted; the message names the file, layer or array (a
+    :class:`~jaxadv.cli.UserError`: the converter's command prints it as one line)."""
 
 
 # What reading a ``model_config`` of an unexpected shape raises (a missing key, a list where a

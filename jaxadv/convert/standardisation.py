@@ -76,11 +76,15 @@ def load_folder(directory: str | Path, sample_rate: int = C.SAMPLE_RATE) -> Iter
     a dependency here.
     """
     from jaxadv.audio import load_audio
+    from jaxadv.convert.keras_h5 import ConversionError
 
     if not Path(directory).is_dir():
-        raise ValueError(f"{directory}: no such folder; give the folder of the training audio")
+        raise ConversionError(f"{directory}: no such folder; give the folder of the training audio")
     files = sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
-        raise ValueError(f"{directory}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+        raise ConversionError(
+            f"{directory}: no audio files ({', '.join(AUDIO_SUFFIXES)}); give the folder of the "
+            "training audio"
+        )
     for p in files:
         yield load_audio(p, sample_rate=sample_rate)
