@@ -203,3 +203,52 @@ def summarize(metrics: AttackMetrics) -> dict[str, float]:
 
 TABLE2 = ("success_pct", "new", "gt_new", "snr")  # Success %, New, GT New, SNR
 TABLE3 = ("success_pct", "gt", "new", "gt_new", "snr")  # Acc., GT, New, GT new, SNR
+
+
+# --- best-known minimal perturbations -----------------------------------------------------------
+#
+# Minimal-norm attacks are compared by their gap to the best perturbation ANY attack found for the
+# same example (Pintor et al. 2021, "Fast Minimum-norm Adversarial Attacks through Adaptive Norm
+# Constraints"): the best-known is the largest SNR (smallest perturbation) among the successful
+# attacks of an example, and an attack's gap is ``best_snr - its snr`` in dB (>= 0; 0 for the
+# attack that found it). Examples are grouped by an integer id (model x clip x target).
+
+
+def best_known_snr(groups: np.ndarray, snr_db: np.ndarray, success: np.ndarray) -> np.ndarray:
+    """Per row: the best-known SNR (dB) of its group — the largest SNR of a successful row.
+
+    Args:
+      groups: ``[R]`` integer group id of each row (one group per model x clip x target).
+      snr_db: ``[R]`` SNR of each row's adversarial (dB).
+      success: ``[R]`` whether the row's attack succeeded.
+
+    Returns:
+      ``[R]`` float: the group's best SNR, NaN for a group with no successful finite row.
+    """
+    groups, snr, ok = np.asarray(groups), np.asarray(snr_db, float), np.asarray(success, bool)
+    if not (groups.shape == snr.shape == ok.shape) or groups.ndim != 1:
+        raise ValueError(
+            f"best_known_snr: groups, snr_db and success must be [R], got {groups.shape}, "
+            f"{snr.shape}, {ok.shape}"
+        )
+    use = ok & np.isfinite(snr)
+    ids, inv = np.unique(groups, return_inverse=True)
+    best = np.full(ids.shape, -np.inf)
+    np.maximum.at(best, inv[use], snr[use])
+    best = np.where(np.isfinite(best), best, np.nan)
+    return best[inv]
+
+
+def gap_db(snr_db: np.ndarray, success: np.ndarray, best_snr: np.ndarray) -> np.ndarray:
+    """``best_snr - snr_db`` for successful rows (>= 0 dB), NaN for failed ones."""
+    snr, ok = np.asarray(snr_db, float), np.asarray(success, bool)
+    return np.where(ok & np.isfinite(snr), np.asarray(best_snr, float) - snr, np.nan)
+
+
+def summarize_gap(gap: np.ndarray) -> dict[str, float]:
+    """Median and 90th percentile (dB) of the finite gaps of one attack's rows (NaN if none)."""
+    g = np.asarray(gap, float)
+    g = g[np.isfinite(g)]
+    if not g.size:
+        return {"gap_median": math.nan, "gap_p90": math.nan}
+    return {"gap_median": float(np.median(g)), "gap_p90": float(np.percentile(g, 90))}
