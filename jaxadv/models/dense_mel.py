@@ -2,7 +2,7 @@
 
 As written in the commented-out ``build_model_mel`` of finejuly/dcase2018_task2_cochlearai
 (``utils/model.py``); the released .h5 is converted by reading its ``model_config`` (see
-``convert/``), which fills this config's fields. Waveform ``[B, N]`` (32 kHz) →
+``jaxadv.convert``), which fills this config's fields. Waveform ``[B, N]`` (32 kHz) →
 
 1. waveform BatchNormalization (one channel: a scalar affine map of every sample);
 2. kapre 0.1.3.1 ``Melspectrogram`` (n_dft 1024, hop 128, 'same', 64 Slaney mels, magnitude,

@@ -12,7 +12,7 @@ averaged. f = 16, 32, 64, 128, 256, 512, 512, 512 as in dense-mel. The pool of 3
 convolutions follows sample-level raw-waveform CNNs (3**8 = 6561 samples per output step, ~5
 steps per second); it is a guess, not a fact about Cochlear's model.
 
-When the released file is converted (``python -m convert``), the converter reads its
+When the released file is converted (``jaxadv-convert``), the converter reads its
 ``model_config`` and fills this config's fields (filters, kernel, pool, stem, SE, heads), and
 fails with a message naming any layer outside this family. Nothing here has been checked against
 the real file (it is not available offline).
