@@ -111,3 +111,49 @@ def test_sweep_bad_arguments():
         A.sweep("deepfool", fn, params, x, lengths, labels, chunk=0)
     with pytest.raises(TypeError, match="config must be a DeepFoolConfig"):
         A.sweep("deepfool", fn, params, x, lengths, labels, config=A.CWConfig())
+
+
+SHARDED = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import jax, numpy as np
+from _attack_helpers import chunked_problem
+from jaxadv import attacks as A
+from jaxadv.attacks import engine
+fn, params, x, lengths, labels = chunked_problem()
+out = {"devices": np.array(len(jax.local_devices()))}
+for name, cfg in {"deepfool": A.DeepFoolConfig(steps=16, overshoot=-0.5),
+                  "cw": A.CWConfig(binary_search_steps=2, max_iterations=20, learning_rate=5e-2)}.items():
+    rows, _ = A.sweep(name, fn, params, x, lengths, labels, config=cfg, slots=4, chunk=3)
+    res = engine.stack(rows)
+    out.update({f"{name}_{k}": np.asarray(v) for k, v in res._asdict().items()})
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_sweep_sharded_over_two_devices_matches_one(tmp_path):
+    """Slots split over 2 XLA host devices: the same successes and steps, values within 1e-5."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    env = dict(os.environ, PYTHONPATH=str(tests.parent))
+    outs = {}
+    for n in (1, 2):
+        e = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+        outs[n] = tmp_path / f"d{n}.npz"
+        subprocess.run(
+            [sys.executable, "-c", SHARDED, str(outs[n]), str(tests)],
+            env=e,
+            check=True,
+            timeout=300,
+        )
+    a, b = np.load(outs[1]), np.load(outs[2])
+    assert int(a["devices"]) == 1 and int(b["devices"]) == 2
+    for k in (k for k in a.files if k != "devices"):
+        if a[k].dtype == bool or np.issubdtype(a[k].dtype, np.integer):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        else:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)

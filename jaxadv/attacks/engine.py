@@ -278,15 +278,37 @@ def _host_problem(jobs: Problem) -> tuple[dict[str, np.ndarray], bool]:
     return arrays, keyed
 
 
-def _device_problem(arrays: dict[str, np.ndarray], idx: np.ndarray) -> Problem:
+def _device_problem(arrays: dict[str, np.ndarray], idx: np.ndarray, rows: Any) -> Problem:
+    """The jobs ``idx`` as a device Problem, its rows laid out by the sharding ``rows``."""
+
+    def put(a):
+        return jax.device_put(a, rows)
+
     keys = arrays.get("keys")
     return Problem(
-        x=jnp.asarray(arrays["x"][idx]),
-        lengths=jnp.asarray(arrays["lengths"][idx]),
-        labels=jnp.asarray(arrays["labels"][idx]),
-        targets=None if "targets" not in arrays else jnp.asarray(arrays["targets"][idx]),
-        keys=None if keys is None else jax.random.wrap_key_data(jnp.asarray(keys[idx])),
+        x=put(arrays["x"][idx]),
+        lengths=put(arrays["lengths"][idx]),
+        labels=put(arrays["labels"][idx]),
+        targets=None if "targets" not in arrays else put(arrays["targets"][idx]),
+        keys=None if keys is None else jax.random.wrap_key_data(put(keys[idx])),
     )
+
+
+def slot_sharding(slots: int) -> tuple[Any, Any]:
+    """``(rows, replicated)`` shardings: the slot axis split over all local devices.
+
+    With one device (or ``slots`` not a multiple of the device count) both are that device.
+    The per-device programs then see ``slots / devices`` rows, so results may differ from one
+    device in the last float32 digits (a convolution's kernel choice depends on its batch):
+    ``tests/test_attacks_sweep.py`` bounds the difference.
+    """
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.local_devices()
+    if len(devices) == 1 or slots % len(devices):
+        return devices[0], devices[0]
+    mesh = Mesh(np.array(devices), ("slots",))
+    return NamedSharding(mesh, PartitionSpec("slots")), NamedSharding(mesh, PartitionSpec())
 
 
 def auto_slots(jobs: int, most: int, per_slot: int = 4) -> int:
@@ -314,7 +336,9 @@ def sweep(
     are free, default ``max(1, slots // 8)``, or when nothing else runs) the next jobs take the
     free slots, initialised inside the program. Between chunks the host collects finished jobs
     and passes the next ``slots`` pending ones. One program per ``(algo, fn, slots, N, chunk)``:
-    a second sweep of the same shapes compiles nothing.
+    a second sweep of the same shapes compiles nothing. With several local devices (GPUs, TPU
+    cores) and ``slots`` a multiple of their number, the slots are split over all of them
+    (:func:`slot_sharding`).
 
     Args:
       algo: an :class:`Algorithm` (e.g. ``ATTACKS["cw"].algorithm(config)``).
@@ -343,12 +367,15 @@ def sweep(
     if n_jobs == 0:
         return results, SweepStats(0, slots, 0, 0, 0, 0, 0.0)
 
+    rows, replicated = slot_sharding(slots)
+    params = jax.device_put(params, replicated)
+
     def pending_at(start: int) -> tuple[Problem, Array, int]:
         idx = np.arange(start, start + slots)
         n = int(min(slots, n_jobs - start))
         idx = np.minimum(idx, n_jobs - 1)  # pad with the last job (valid data, never used)
         job = np.where(np.arange(slots) < n, idx, -1).astype(np.int32)
-        return _device_problem(arrays, idx), jnp.asarray(job), n
+        return _device_problem(arrays, idx, rows), jax.device_put(job, rows), n
 
     nxt = 0
     pending, pending_job, n_pending = pending_at(nxt)
