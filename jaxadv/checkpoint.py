@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import numpy as np
 from jaxadv import config as C
 from jaxadv import models
 from jaxadv.classifier import Classifier
+from jaxadv.cli import UserError
 from jaxadv.frontend import get_frontend
 
 SIDECAR = "jaxadv.json"
@@ -35,8 +38,11 @@ FORMAT = "jaxadv-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, corrupt or does not match what the caller expects."""
+
+
+REMAKE = "re-convert it from its .h5 file or re-train it"
 
 
 def _flat_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -238,11 +244,98 @@ def load_checkpoint(
         try:
             stored = ckptr.metadata(pdir).item_metadata.tree
         except Exception as e:  # orbax raises various types for damaged directories
-            raise CheckpointError(f"{pdir}: unreadable orbax checkpoint ({e})") from None
+            raise CheckpointError(
+                f"{directory}: damaged checkpoint, unreadable orbax metadata in {pdir} "
+                f"({_first_line(e)}); {REMAKE}"
+            ) from e
         diff = _diff_trees(stored, abstract, "stored arrays", f"{clf.model} per {SIDECAR}")
         if diff:
             raise CheckpointError(
                 f"{directory}: the arrays do not match the sidecar's model: {diff}"
             )
-        params = ckptr.restore(pdir, abstract)
+        # Read every array once without orbax first: orbax's asynchronous restore of a damaged
+        # file fails with a raw tensorstore error and leaves reads behind that print "Event loop
+        # is closed" tracebacks from other threads.
+        _verify_arrays(directory, pdir)
+        try:
+            params = ckptr.restore(pdir, abstract)
+        except Exception as e:
+            raise CheckpointError(
+                f"{directory}: damaged checkpoint, cannot restore its arrays "
+                f"({_first_line(e)}); {REMAKE}"
+            ) from e
     return clf, params, meta
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def _verify_arrays(directory: Path, pdir: Path) -> None:
+    """Read and decode every array of an OCDBT orbax checkpoint synchronously (tensorstore).
+
+    Raises :class:`CheckpointError` naming the checkpoint and the first damaged array (a
+    truncated file: tensorstore ``OUT_OF_RANGE``; flipped bytes: a ZSTD decoding error). A layout
+    this check does not know (not OCDBT) is left to orbax.
+    """
+    if not (pdir / "manifest.ocdbt").is_file():
+        return
+    import tensorstore as ts
+
+    base = {"driver": "ocdbt", "base": {"driver": "file", "path": str(pdir) + "/"}}
+    name = "the array index"
+    try:
+        keys = [k.decode() for k in ts.KvStore.open(base).result().list().result()]
+        arrays = []
+        for k in sorted(keys):
+            for meta_file, driver in ((".zarray", "zarr"), ("zarr.json", "zarr3")):
+                if k.endswith("/" + meta_file):
+                    arrays.append((k[: -len(meta_file)], driver))
+        for name, driver in arrays:
+            spec = {"driver": driver, "kvstore": {**base, "path": name}}
+            ts.open(spec, open=True).result().read().result()
+    except Exception as e:  # tensorstore raises ValueError with a status code in the message
+        raise CheckpointError(
+            f"{directory}: damaged checkpoint, cannot read {name.rstrip('/')} in {pdir} "
+            f"({_first_line(e)}); {REMAKE}"
+        ) from e
+
+
+def check_labels(
+    meta: dict[str, Any], directory: str | Path, labels: Sequence[str] = C.LABELS
+) -> None:
+    """Raise :class:`CheckpointError` if the sidecar's label list is not ``labels``.
+
+    The message names the checkpoint and the first label that differs (position, both names).
+    """
+    got = list(meta.get("labels", []))
+    want = list(labels)
+    if got == want:
+        return
+    path = Path(directory) / SIDECAR
+    for i, (a, b) in enumerate(zip(got, want, strict=False)):
+        if a != b:
+            raise CheckpointError(
+                f"{path}: label {i} is {a!r}, but this run assumes {b!r} (config.LABELS); the "
+                "model's outputs would be read as the wrong classes: fix the sidecar's labels "
+                "or use a checkpoint trained on the FSDKaggle2018 label list"
+            )
+    raise CheckpointError(
+        f"{path}: {len(got)} labels, but this run assumes the {len(want)} of config.LABELS"
+    )
+
+
+def digest(meta: dict[str, Any], params: Any) -> str:
+    """SHA-256 (hex) of a restored checkpoint's content: every array (path, dtype, shape, bytes)
+    and the sidecar (less its ``created`` time stamp). Two checkpoints with the same digest give
+    the same outputs, wherever they are stored."""
+    h = hashlib.sha256()
+    side = {k: v for k, v in meta.items() if k != "created"}
+    h.update(json.dumps(side, sort_keys=True).encode())
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update("/".join(str(getattr(k, "key", k)) for k in path).encode())
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxadv import audio
 from jaxadv import config as C
+from jaxadv.cli import UserError
 from jaxadv.frontend import bucket_length
 
 PathLike = str | os.PathLike
@@ -40,7 +41,7 @@ TRAIN_COLUMNS: tuple[str, ...] = ("fname", "label", "manually_verified")
 TEST_COLUMNS: tuple[str, ...] = ("fname", "label", "usage", "freesound_id", "license")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file or folder is missing or malformed; the message names the file (and row)."""
 
 
@@ -120,6 +121,30 @@ def _label_index(label: str, csv_path: Path, line: int, fname: str) -> int:
         ) from None
 
 
+_UNKNOWN = ("raise", "skip")
+
+
+def _skip_unknown(
+    unknown_labels: str, err: DatasetError, clip: Clip, skipped: list[Failure]
+) -> None:
+    """``unknown_labels="skip"``: keep the row as a :class:`Failure` (else raise ``err``)."""
+    if unknown_labels != "skip":
+        raise err
+    skipped.append(Failure(clip, str(err)))
+
+
+def _report_skipped(skipped: list[Failure], failures: list[Failure] | None) -> None:
+    for f in skipped:
+        log.warning("skipping %s (%s): %s", f.clip.fname, f.clip.label, f.message)
+    if failures is not None:
+        failures.extend(skipped)
+
+
+def _check_unknown_mode(unknown_labels: str) -> None:
+    if unknown_labels not in _UNKNOWN:
+        raise ValueError(f"unknown_labels must be one of {_UNKNOWN}, got {unknown_labels!r}")
+
+
 def _check_names(clips: list[Clip], csv_path: Path, check_files: bool) -> None:
     seen: dict[str, int] = {}
     for c in clips:
@@ -150,6 +175,8 @@ def read_train(
     csv_name: str = C.TRAIN_CSV,
     audio_dir: str = C.TRAIN_AUDIO_DIR,
     check_files: bool = False,
+    unknown_labels: str = "raise",
+    failures: list[Failure] | None = None,
 ) -> list[Clip]:
     """Read ``root/train.csv`` (``fname,label,manually_verified``) into clips, in file order.
 
@@ -158,17 +185,24 @@ def read_train(
       csv_name, audio_dir: override the file/folder names (e.g. ``csv_name="training.csv"`` for
         Iqbal's copy with a ``fold`` column).
       check_files: also check that every listed audio file exists (one ``stat`` per clip).
+      unknown_labels: ``"raise"`` (a row whose label is not in ``config.LABELS`` is an error) or
+        ``"skip"`` (the row is logged once by name, left out, and appended to ``failures`` as a
+        ``Failure`` whose clip has ``label_index=-1``), as a bad audio file is skipped.
+      failures: receives the skipped rows (with ``unknown_labels="skip"``).
 
     Raises:
-      DatasetError: missing CSV, columns or audio folder; unknown label; ``manually_verified``
-        not 0/1; duplicate or bad file names; missing files (with ``check_files``).
+      DatasetError: missing CSV, columns or audio folder; unknown label (unless skipped);
+        ``manually_verified`` not 0/1; duplicate or bad file names; missing files (with
+        ``check_files``).
     """
+    _check_unknown_mode(unknown_labels)
     root = Path(root)
     csv_path = root / csv_name
     rows = _read_rows(csv_path, TRAIN_COLUMNS)
     adir = root / audio_dir
     _check_audio_dir(adir, csv_path)
-    clips = []
+    clips: list[Clip] = []
+    skipped: list[Failure] = []
     for line, row in rows:
         fname, label = row["fname"].strip(), row["label"].strip()
         mv = row["manually_verified"].strip()
@@ -178,19 +212,24 @@ def read_train(
                 f"0 or 1, got {mv!r}"
             )
         fold = row.get("fold")
-        clips.append(
-            Clip(
-                fname=fname,
-                label=label,
-                label_index=_label_index(label, csv_path, line, fname),
-                path=adir / fname,
-                split="train",
-                manually_verified=mv == "1",
-                fold=int(fold) if fold not in (None, "") else None,
-                row=line,
-            )
+        clip = Clip(
+            fname=fname,
+            label=label,
+            label_index=-1,
+            path=adir / fname,
+            split="train",
+            manually_verified=mv == "1",
+            fold=int(fold) if fold not in (None, "") else None,
+            row=line,
         )
+        try:
+            index = _label_index(label, csv_path, line, fname)
+        except DatasetError as e:
+            _skip_unknown(unknown_labels, e, clip, skipped)
+            continue
+        clips.append(dataclasses.replace(clip, label_index=index))
     _check_names(clips, csv_path, check_files)
+    _report_skipped(skipped, failures)
     return clips
 
 
@@ -201,6 +240,8 @@ def read_test(
     audio_dir: str = C.TEST_AUDIO_DIR,
     usage: str | Iterable[str] | None = None,
     check_files: bool = False,
+    unknown_labels: str = "raise",
+    failures: list[Failure] | None = None,
 ) -> list[Clip]:
     """Read ``root/test_post_competition_scoring_clips.csv`` into clips, in file order.
 
@@ -209,35 +250,44 @@ def read_test(
       csv_name, audio_dir: override the file/folder names.
       usage: keep only rows with this ``usage`` value(s) (e.g. ``"Private"``); None keeps all.
       check_files: also check that every listed audio file exists.
+      unknown_labels, failures: as :func:`read_train`.
 
     Raises:
       DatasetError: as :func:`read_train`.
     """
+    _check_unknown_mode(unknown_labels)
     root = Path(root)
     csv_path = root / csv_name
     rows = _read_rows(csv_path, TEST_COLUMNS)
     adir = root / audio_dir
     _check_audio_dir(adir, csv_path)
     keep = {usage} if isinstance(usage, str) else (set(usage) if usage is not None else None)
-    clips = []
+    clips: list[Clip] = []
+    skipped: list[Failure] = []
     for line, row in rows:
         fname, label = row["fname"].strip(), row["label"].strip()
-        clips.append(
-            Clip(
-                fname=fname,
-                label=label,
-                label_index=_label_index(label, csv_path, line, fname),
-                path=adir / fname,
-                split="test",
-                usage=row["usage"].strip(),
-                freesound_id=row["freesound_id"].strip(),
-                license=row["license"].strip(),
-                row=line,
-            )
+        clip = Clip(
+            fname=fname,
+            label=label,
+            label_index=-1,
+            path=adir / fname,
+            split="test",
+            usage=row["usage"].strip(),
+            freesound_id=row["freesound_id"].strip(),
+            license=row["license"].strip(),
+            row=line,
         )
+        try:
+            index = _label_index(label, csv_path, line, fname)
+        except DatasetError as e:
+            _skip_unknown(unknown_labels, e, clip, skipped)
+            continue
+        clips.append(dataclasses.replace(clip, label_index=index))
     _check_names(clips, csv_path, check_files)
     if keep is not None:
         clips = [c for c in clips if c.usage in keep]
+        skipped = [f for f in skipped if f.clip.usage in keep]
+    _report_skipped(skipped, failures)
     return clips
 
 

@@ -12,7 +12,14 @@ from model_helpers import calibrated_params, make_audio
 
 from jaxadv import config as C
 from jaxadv import models
-from jaxadv.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
+from jaxadv.checkpoint import (
+    CheckpointError,
+    check_labels,
+    digest,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 from jaxadv.classifier import Classifier
 from jaxadv.frontend import IqbalAttackFrontend
 
@@ -126,3 +133,58 @@ def test_save_refuses_bad_input(saved, tmp_path):
     wrong = Classifier.build("vgg13", width=0.25)
     with pytest.raises(CheckpointError, match="params do not fit vgg13"):
         save_checkpoint(tmp_path / "w", wrong, params)
+
+
+def _array_file(d):
+    files = [p for p in (d / "params").rglob("*") if p.is_file() and p.parent.name == "d"]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_array_file_names_the_checkpoint(saved, tmp_path, capfd, damage):
+    """Raw tensorstore errors (OUT_OF_RANGE, ZSTD) become a CheckpointError that says what to
+    do, and orbax's "Event loop is closed" noise from other threads never starts."""
+    d = tmp_path / "c"
+    shutil.copytree(saved["vgg13"][0], d)
+    f = _array_file(d)
+    raw = bytearray(f.read_bytes())
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    else:
+        lo, hi = len(raw) // 4, 3 * len(raw) // 4
+        raw[lo:hi] = bytes(b ^ 0x5A for b in raw[lo:hi])
+    f.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(d)
+    msg = str(e.value)
+    assert msg.startswith(f"{d}: damaged checkpoint") and "re-train it" in msg
+    assert "\n" not in msg
+    import time
+
+    time.sleep(0.5)  # time for a stray read of another thread to complain
+    assert "Event loop is closed" not in capfd.readouterr().err
+
+
+def test_labels_of_a_sidecar_are_checked(saved, tmp_path):
+    meta = dict(saved["vgg13"][3])
+    check_labels(meta, saved["vgg13"][0])
+    meta["labels"] = list(C.LABELS)
+    meta["labels"][0], meta["labels"][1] = meta["labels"][1], meta["labels"][0]
+    with pytest.raises(CheckpointError, match=r"jaxadv.json: label 0 is 'Applause', but this run "
+                       r"assumes 'Acoustic_guitar'"):  # fmt: skip
+        check_labels(meta, tmp_path)
+    with pytest.raises(CheckpointError, match="3 labels, but this run assumes the 41"):
+        check_labels({"labels": list(C.LABELS[:3])}, tmp_path)
+
+
+def test_digest_is_of_the_content_not_the_path(saved, tmp_path):
+    directory = saved["vgg13"][0]
+    _, p1, m1 = load_checkpoint(directory)
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    _, p2, m2 = load_checkpoint(copy)
+    assert digest(m1, p1) == digest(m2, p2) == digest({**m1, "created": "later"}, p1)
+    p3 = jax.tree_util.tree_map(np.asarray, p1)
+    p3["norm"]["mean"] = p3["norm"]["mean"] + 1
+    assert digest(m1, p3) != digest(m1, p1)
+    assert digest({**m1, "merge": "max"}, p1) != digest(m1, p1)

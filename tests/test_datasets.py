@@ -136,6 +136,40 @@ def test_reader_errors_name_the_file_and_row(root):
     _error(lambda: datasets.read_test(root), "audio_test'", "does not exist", C.TEST_CSV)
 
 
+def test_unknown_labels_can_be_skipped_by_name(root, caplog):
+    """``unknown_labels="skip"``: the row is logged once and kept as a Failure; the rest loads."""
+    rows = [r[:3] for r in TRAIN_ROWS]
+    rows.insert(2, ("banjo.wav", "Banjo", 1))
+    _write_csv(root / "train.csv", TRAIN_HEADER, rows)
+    with pytest.raises(datasets.DatasetError, match="line 4 \\(banjo.wav\\): unknown label"):
+        datasets.read_train(root)
+    failures = []
+    with caplog.at_level("WARNING", logger="jaxadv"):
+        clips = datasets.read_train(root, unknown_labels="skip", failures=failures)
+    assert [c.fname for c in clips] == [r[0] for r in TRAIN_ROWS]
+    (f,) = failures
+    assert f.clip.fname == "banjo.wav" and f.clip.label == "Banjo" and f.clip.label_index == -1
+    assert "line 4 (banjo.wav): unknown label 'Banjo'" in f.message
+    assert [r.getMessage().count("skipping banjo.wav") for r in caplog.records] == [1]
+    test_rows = [r[:5] for r in TEST_ROWS] + [("x.wav", "Kazoo", "Public", "1", "CC0")]
+    _write_csv(root / C.TEST_CSV, TEST_HEADER, test_rows)
+    failures = []
+    clips = datasets.read_test(root, unknown_labels="skip", failures=failures)
+    assert len(clips) == len(TEST_ROWS) and [f.clip.fname for f in failures] == ["x.wav"]
+    failures = []
+    datasets.read_test(root, usage="Private", unknown_labels="skip", failures=failures)
+    assert failures == []  # a Public row is not part of a Private read
+    with pytest.raises(ValueError, match="unknown_labels must be one of"):
+        datasets.read_test(root, unknown_labels="ignore")
+
+
+def test_dataset_errors_are_user_errors():
+    from jaxadv.cli import UserError
+
+    assert issubclass(datasets.DatasetError, UserError)
+    assert issubclass(datasets.DatasetError, ValueError)
+
+
 # ---------------------------------------------------------------------------------------------
 # subsets
 # ---------------------------------------------------------------------------------------------
