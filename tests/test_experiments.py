@@ -1,21 +1,26 @@
 """The experiment commands end to end on the committed demo models (tiny settings): files and
-table columns, resume after a kill, a corrupt clip reported and skipped, and sharding across 4
-host devices giving the same results as one device."""
+table columns, transfer rows, resume after a kill (and refusal of a resume whose checkpoint,
+flags or clips differ), a corrupt clip and an unknown label reported and skipped, and sharding
+across 4 host devices giving the same results as one device."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from jaxadv import audio, demo
 from jaxadv import config as C
-from jaxadv import demo
+from jaxadv.cli import UserError
 from jaxadv.experiments import _common as E
 from jaxadv.experiments import results, targeted, transfer, untargeted
 
@@ -58,8 +63,77 @@ def header(path: Path) -> list[str]:
         return next(csv.reader(f))
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def killed(module, argv, monkeypatch) -> None:
+    """Run a command through its ``main`` until its first attack batch, where it is killed."""
+
+    def die(*a, **k):
+        raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(E, "run_batch", die)
+        with pytest.raises(KeyboardInterrupt):
+            module.main([str(a) for a in argv])
+
+
+def refused(module, argv, capfd) -> str:
+    """A command that must stop with a user error: exit status 2, no traceback; its last line."""
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as e:
+        module.main([str(a) for a in argv])
+    assert e.value.code == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+def check_transfer_rows(out: Path, base: Path, models: list[str]) -> None:
+    """transfer.csv in ``out`` has one row per successful DeepFool/C&W example of the run in
+    ``base`` and other model that is right on the clean clip, and each row's prediction is that
+    model's on the example's audio."""
+    import jax
+
+    trows = read_csv(out / "transfer.csv")
+    correct = {(r["model"], r["fname"]) for r in read_csv(out / "clean.csv") if r["correct"] == "1"}
+    rows = results.read_rows(base / "results.csv")
+    ok = [r for r in rows if r["success"] and r["attack"] in ("deepfool", "cw")]
+    want = {
+        (r["model"], r["attack"], r["fname"], m)
+        for r in ok
+        for m in models
+        if m != r["model"] and (m, r["fname"]) in correct
+    }
+    got = {(t["source_model"], t["attack"], t["fname"], t["eval_model"]) for t in trows}
+    assert want and got == want and len(trows) == len(want)
+    src = {(r["model"], r["attack"], r["fname"]): r for r in ok}
+    for m in E.load_models(models, {k: demo.models_dir() / k for k in models}, "demo"):
+        mine = [t for t in trows if t["eval_model"] == m.name]
+        if not mine:
+            continue
+        waves = {}
+        for i, t in enumerate(mine):
+            r = src[(t["source_model"], t["attack"], t["fname"])]
+            waves[str(i)] = audio.load_audio(base / r["adv_file"])
+        jobs = [E.Job(SimpleNamespace(fname=str(i))) for i in range(len(mine))]
+        x, lens = E.stack(waves, jobs)
+        pred = np.asarray(jax.jit(m.classifier)(m.params, x, lens).probs).argmax(-1)
+        for t, p in zip(mine, pred, strict=True):
+            assert t["eval_prediction"] == C.LABELS[int(p)]
+            assert t["fooled"] == str(int(t["eval_prediction"] != t["label"]))
+            assert t["label"] == src[(t["source_model"], t["attack"], t["fname"])]["label"]
+
+
 def test_untargeted_smoke_writes_every_output(tmp_path):
     out = tmp_path / "u"
+    out.mkdir()  # an empty folder is a new run folder
     data = small_data(tmp_path / "data", ("Cello", "Bark", "Gong"))
     run = run_cmd(untargeted, out, "--data", data, "--models", "vgg13,dense_wav")
     rows = run.store.rows()
@@ -87,6 +161,14 @@ def test_untargeted_smoke_writes_every_output(tmp_path):
 
     info = sf.info(out / rows[0]["adv_file"])
     assert info.samplerate == C.SAMPLE_RATE and info.channels == 1
+    # Experiment 3 from this run: real rows, and the untargeted run folder is never written
+    before = snapshot(out)
+    x = tmp_path / "x"
+    run_cmd(transfer, x, "--data", data, "--models", "vgg13,dense_wav", "--from-untargeted",
+            str(out))  # fmt: skip
+    assert snapshot(out) == before
+    assert not (x / "audio").exists() and results.read_rows(x / "results.csv") == []
+    check_transfer_rows(x, out, ["vgg13", "dense_wav"])
 
 
 def test_targeted_and_transfer_smoke(tmp_path):
@@ -103,6 +185,7 @@ def test_targeted_and_transfer_smoke(tmp_path):
     run_cmd(transfer, out, "--data", data, "--models", "vgg13,crnn")
     assert header(out / "transfer.csv") == list(transfer.TRANSFER_COLUMNS)
     assert header(out / "table5.csv") == ["Applied to \\ Examples from", "vgg13", "crnn"]
+    check_transfer_rows(out, out, ["vgg13", "crnn"])
 
 
 def test_resume_after_a_kill_gives_the_same_rows(tmp_path, monkeypatch):
@@ -136,7 +219,7 @@ def test_resume_after_a_kill_gives_the_same_rows(tmp_path, monkeypatch):
     assert len(a) == len(b) > n_before and a == b
 
 
-def test_corrupt_clip_is_reported_by_name_and_skipped(tmp_path, capsys):
+def test_corrupt_clip_and_unknown_label_are_reported_by_name_and_skipped(tmp_path, capsys):
     data = tmp_path / "data"
     (data / C.TEST_AUDIO_DIR).mkdir(parents=True)
     src = demo.data_dir()
@@ -147,21 +230,145 @@ def test_corrupt_clip_is_reported_by_name_and_skipped(tmp_path, capsys):
         shutil.copy(src / C.TEST_AUDIO_DIR / f, data / C.TEST_AUDIO_DIR / f)
     bad = keep[0].split(",")[0]
     (data / C.TEST_AUDIO_DIR / bad).write_bytes(b"fLaC\x00\x00 not really a flac")
-    (data / C.TEST_CSV).write_text("\n".join([lines[0], *keep]) + "\n")
+    # a row whose label is not one of the 41: skipped by name, the sweep goes on
+    banjo = keep[1].split(",")
+    banjo[0], banjo[1] = "banjo01.flac", "Banjo"
+    shutil.copy(data / C.TEST_AUDIO_DIR / keep[1].split(",")[0],
+                data / C.TEST_AUDIO_DIR / "banjo01.flac")  # fmt: skip
+    (data / C.TEST_CSV).write_text("\n".join([lines[0], *keep, ",".join(banjo)]) + "\n")
     run = run_cmd(untargeted, tmp_path / "u", "--data", str(data), "--models", "vgg13",
                   "--per-class", "4", "--no-audio")  # fmt: skip
     captured = capsys.readouterr()
     printed = captured.out + captured.err
-    assert bad in printed and bad in (tmp_path / "u" / "skipped.txt").read_text()
+    skipped = (tmp_path / "u" / "skipped.txt").read_text()
+    for name in (bad, "banjo01.flac"):
+        assert sum(name in ln for ln in printed.splitlines()) == 1, printed  # once, by name
+        assert name in skipped
+    assert "line 6 (banjo01.flac): unknown label 'Banjo'" in skipped
+    cfg = json.loads((tmp_path / "u" / "config.json").read_text())
+    assert sorted(cfg["skipped"]) == sorted([bad, "banjo01.flac"])
     assert set(run.waves) == {ln.split(",")[0] for ln in keep[1:]}
-    assert bad not in {r["fname"] for r in run.store.rows()}
+    names = {r["fname"] for r in run.store.rows()}
+    assert bad not in names and "banjo01.flac" not in names
+    assert names == set(run.waves)
 
 
-def test_a_changed_command_does_not_mix_into_an_old_run(tmp_path):
-    data = small_data(tmp_path / "data", ("Cello", "Oboe"))
-    run_cmd(untargeted, tmp_path / "u", "--data", data, "--models", "vgg13", "--no-audio")
-    with pytest.raises(SystemExit, match="other settings"):
-        run_cmd(untargeted, tmp_path / "u", "--data", data, "--models", "vgg13", "--per-class", "2")
+def test_a_changed_command_does_not_mix_into_an_old_run(tmp_path, monkeypatch, capfd):
+    """A resume must match the run's fingerprint: settings, checkpoint content, clip content.
+
+    A kill right after the clean pass leaves a run folder; every refused resume writes nothing.
+    """
+    from jaxadv.checkpoint import load_checkpoint, save_checkpoint
+
+    data = Path(small_data(tmp_path / "data", ("Cello", "Oboe")))
+    ck = tmp_path / "ck"
+    shutil.copytree(demo.models_dir() / "vgg13", ck)
+    out = tmp_path / "u"
+    argv = ["--out", out, "--data", data, "--models", "vgg13", "--checkpoint", f"vgg13={ck}",
+            *FAST]  # fmt: skip
+    killed(untargeted, argv, monkeypatch)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["format"] == E.RUN_FORMAT and cfg["experiment"] == "untargeted"
+    assert cfg["command"] == "python -m jaxadv.experiments.untargeted " + shlex.join(map(str, argv))
+    before = snapshot(out)
+
+    line = refused(untargeted, [*argv, "--per-class", "2"], capfd)
+    assert "other settings: --per-class (the run's 1, this command's 2)" in line
+    line = refused(untargeted, [*argv, "--no-audio"], capfd)
+    assert "--no-audio (the run wrote audio, this command would not)" in line
+    line = refused(untargeted, [*argv, "--set", "cw.max_iterations=7"], capfd)
+    assert "vgg13 cw.max_iterations (the run's 6, this command's 7; see --set)" in line
+    # another checkpoint at the same path (same architecture, other arrays)
+    clf, params, meta = load_checkpoint(ck)
+    params["norm"]["mean"] = params["norm"]["mean"] + 1.0
+    shutil.rmtree(ck)
+    save_checkpoint(ck, clf, params, source=meta["source"])
+    line = refused(untargeted, argv, capfd)
+    assert f"the vgg13 checkpoint {ck} (its arrays or sidecar differ" in line
+    shutil.rmtree(ck)
+    shutil.copytree(demo.models_dir() / "vgg13", ck)
+    # a clip file replaced by another recording under the same name
+    clip = next((data / C.TEST_AUDIO_DIR).iterdir())
+    other = next(p for p in (demo.data_dir() / C.TEST_AUDIO_DIR).iterdir() if p.name != clip.name)
+    original = clip.read_bytes()
+    shutil.copy(other, clip)
+    line = refused(untargeted, argv, capfd)
+    assert f"clip file(s) {clip.name} (content or label changed" in line
+    clip.write_bytes(original)
+    assert snapshot(out) == before
+    # the same command and files resume (killed again at once)
+    killed(untargeted, argv, monkeypatch)
+
+
+def test_skipped_txt_follows_the_clips_and_a_short_class_is_recorded(tmp_path, monkeypatch,
+                                                                     capfd):  # fmt: skip
+    """A clip fixed before a resume leaves skipped.txt and config.json alike; a class with
+    fewer clips than --per-class is logged and recorded."""
+    data = Path(small_data(tmp_path / "data", ("Cello", "Oboe")))
+    clip = sorted((data / C.TEST_AUDIO_DIR).iterdir())[0]
+    good = clip.read_bytes()
+    clip.write_bytes(b"RIFF not a wav")
+    out = tmp_path / "u"
+    argv = ["--out", out, "--data", data, "--models", "vgg13", "--per-class", "2", "--no-audio"]
+    killed(untargeted, argv, monkeypatch)
+    cap = capfd.readouterr()
+    assert sum(clip.name in ln for ln in (cap.out + cap.err).splitlines()) == 1
+    assert "--per-class 2: 2 class(es) have fewer clips, all of theirs are used: " in cap.err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["per_class_shortfall"] == {"Cello": 1, "Oboe": 1}
+    assert cfg["skipped"] == [clip.name] and clip.name not in cfg["clips"]
+    assert (out / "skipped.txt").read_text().startswith(clip.name + "\t")
+    clip.write_bytes(good)  # fixed: the resume attacks it, and nothing says it was skipped
+    killed(untargeted, argv, monkeypatch)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["skipped"] == [] and clip.name in cfg["clips"]
+    assert not (out / "skipped.txt").exists()
+
+
+def test_resume_progress_counts_each_example_once(tmp_path, monkeypatch):
+    """A batch that lost a row to a torn write is redone in full and counted once."""
+    import tqdm
+
+    clips = demo.eval_clips()[:5]
+    waves = {c.fname: np.zeros(1000, np.float32) for c in clips}
+    jobs = [E.Job(c) for c in clips]
+
+    def fake(model, key, cfg, b, waves, seed, rows=None):
+        z = np.zeros(len(b))
+        met = SimpleNamespace(
+            original=z.astype(int), new_label=z.astype(int), success=z, gt_confidence=z,
+            new_confidence=z, gt_confidence_adv=z, target_confidence=z, snr_db=z, l2=z, linf=z,
+            steps=z.astype(int),
+        )  # fmt: skip
+        return met, None, np.zeros((len(b), 1000), np.float32), 0.0
+
+    bars = []
+
+    class Recorded(tqdm.tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            bars.append(self)
+
+    monkeypatch.setattr(E, "run_batch", fake)
+    monkeypatch.setattr(tqdm, "tqdm", Recorded)
+    model = E.LoadedModel("vgg13", None, None, {}, Path("ck"))
+    attacks = {"deepfool": ("deepfool", None)}
+    path = tmp_path / "results.csv"
+
+    def sweep():
+        bars.clear()
+        E.sweep(tmp_path, results.ResultStore(path), model, attacks, jobs, waves, batch_size=2,
+                seed=0, write_audio=False, progress=True)  # fmt: skip
+        (bar,) = bars
+        return bar
+
+    bar = sweep()  # batches of 1, 2, 2 rows
+    assert bar.n == bar.total == 5
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))  # the last batch now lacks a row
+    bar = sweep()
+    assert bar.total == 5 and bar.initial == 3 and bar.n == 5
+    assert len(results.ResultStore(path)) == 5
 
 
 def test_overrides_are_typed_and_checked():
@@ -171,7 +378,7 @@ def test_overrides_are_typed_and_checked():
     assert new["cw"][1].max_iterations == 7 and new["cw"][1].abort_early is False
     assert new["deepfool"][1].candidates is None
     for bad in ("cw.nope=1", "zz.steps=1", "cw.max_iterations"):
-        with pytest.raises(SystemExit):
+        with pytest.raises(UserError):
             E.apply_overrides(cfgs, [bad])
 
 

@@ -6,6 +6,12 @@ batch plan a pure function of the job list), runs each batch as one compiled att
 (sharded over all local devices along the batch axis), evaluates it with one more forward pass,
 writes the adversarial audio, and appends the rows to the run's ``results.csv``. A batch whose
 rows are all present is skipped, so the same command after a kill redoes only unfinished work.
+
+A *run folder* is one whose ``config.json`` has ``"format": "jaxadv-run"`` (:data:`RUN_FORMAT`);
+a command writes into a run folder of its own experiment, a new folder or an empty one, and
+refuses any other. The ``fingerprint`` in ``config.json`` holds everything the rows depend on
+(the settings, a digest of each checkpoint, a digest of each clip file); a resume whose
+fingerprint differs is refused with one line naming what differs.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 import typing
@@ -28,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from jaxadv import config as C
+from jaxadv.cli import UserError, add_debug_flag
 from jaxadv.datasets import Clip, Failure
 
 log = logging.getLogger("jaxadv.experiments")
@@ -35,6 +43,8 @@ log = logging.getLogger("jaxadv.experiments")
 IQBAL_MODELS = ("vgg13", "crnn", "gcnn")
 ALL_MODELS = ("vgg13", "crnn", "gcnn", "dense_mel", "dense_wav")
 PRESETS = ("demo", "paper")
+RUN_FORMAT = "jaxadv-run"  # the "format" of a run folder's config.json
+RUN_FORMAT_VERSION = 1
 
 # Shown in every report of a demo run: the settings are cut down to run in minutes on a laptop.
 DEMO_NOTE = (
@@ -136,7 +146,7 @@ def _coerce(text: str, current: Any, hint: Any) -> Any:
 
 
 def apply_overrides(
-    configs: dict[str, tuple[str, Any]], overrides: Sequence[str]
+    configs: dict[str, tuple[str, Any]], overrides: Sequence[str], warn: bool = True
 ) -> dict[str, tuple[str, Any]]:
     """Apply ``--set ATTACK.FIELD=VALUE`` overrides (e.g. ``cw.max_iterations=500``).
 
@@ -151,22 +161,26 @@ def apply_overrides(
             lhs, value = item.split("=", 1)
             name, field = lhs.split(".", 1)
         except ValueError:
-            raise SystemExit(f"--set {item!r}: expected ATTACK.FIELD=VALUE") from None
+            raise UserError(f"--set {item!r}: expected ATTACK.FIELD=VALUE") from None
         if name not in out and name in ATTACKS:
-            log.warning("--set %s: this experiment does not run %s; ignored", item, name)
+            if warn:
+                log.warning("--set %s: this experiment does not run %s; ignored", item, name)
             continue
         if name not in out:
-            raise SystemExit(f"--set {item!r}: no attack {name!r} here; choose from {sorted(out)}")
+            raise UserError(f"--set {item!r}: no attack {name!r} here; choose from {sorted(out)}")
         key, cfg = out[name]
         fields = {f.name: f for f in dataclasses.fields(cfg)}
         if field not in fields:
-            raise SystemExit(f"--set {item!r}: {type(cfg).__name__} has no field {field!r}")
+            raise UserError(
+                f"--set {item!r}: {type(cfg).__name__} has no field {field!r}; choose from "
+                f"{sorted(fields)}"
+            )
         hints = typing.get_type_hints(type(cfg))
         try:
             new = _coerce(value, getattr(cfg, field), hints.get(field))
             out[name] = (key, dataclasses.replace(cfg, **{field: new}))
-        except (ValueError, TypeError) as e:
-            raise SystemExit(f"--set {item!r}: {e}") from None
+        except (ValueError, TypeError) as e:  # a bad value, or a range check in __post_init__
+            raise UserError(f"--set {item!r}: {e}") from e
     return out
 
 
@@ -236,6 +250,7 @@ def parser(experiment: str, description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for clip choice and noise")
     p.add_argument("--no-audio", action="store_true", help="do not write adversarial WAV files")
+    add_debug_flag(p)
     return p
 
 
@@ -244,12 +259,10 @@ def parse_checkpoints(items: Sequence[str], models: Sequence[str]) -> dict[str, 
     out: dict[str, Path] = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"--checkpoint {item!r}: expected MODEL=DIR")
+            raise UserError(f"--checkpoint {item!r}: expected MODEL=DIR")
         name, d = item.split("=", 1)
         if name not in models:
-            raise SystemExit(
-                f"--checkpoint {item!r}: {name!r} is not among --models {list(models)}"
-            )
+            raise UserError(f"--checkpoint {item!r}: {name!r} is not among --models {list(models)}")
         out[name] = Path(d)
     for m in models:
         if m not in out:
@@ -263,7 +276,7 @@ def parse_models(text: str) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in names if m not in ALL_MODELS]
     if bad or not names:
-        raise SystemExit(f"--models: unknown {bad}; choose from {list(ALL_MODELS)}")
+        raise UserError(f"--models: unknown {bad}; choose from {list(ALL_MODELS)}")
     return names
 
 
@@ -281,22 +294,35 @@ class LoadedModel:
     params: Any
     meta: dict[str, Any]
     checkpoint: Path
+    digest: str = ""  # jaxadv.checkpoint.digest of the arrays and sidecar
 
 
 def load_models(
     names: Sequence[str], checkpoints: dict[str, Path], preset: str
 ) -> list[LoadedModel]:
-    """Restore each model; with ``preset="paper"`` the Iqbal models use the authors' front-end."""
-    from jaxadv.checkpoint import load_checkpoint
+    """Restore each model; with ``preset="paper"`` the Iqbal models use the authors' front-end.
+
+    A checkpoint whose sidecar lists other labels than ``config.LABELS`` (the class order every
+    row, table and target of a run assumes) is refused by name.
+    """
+    from jaxadv.checkpoint import check_labels, digest, load_checkpoint
     from jaxadv.frontend import IqbalAttackFrontend
 
     out = []
     for name in names:
         clf, params, meta = load_checkpoint(checkpoints[name], expect=name)
+        check_labels(meta, checkpoints[name])
         if preset == "paper" and family(name) == "iqbal":
             # The authors' attack graph: zero-pad to 65536k, uncentred frames, offset log.
-            clf = dataclasses.replace(clf, frontend=IqbalAttackFrontend(), merge="mean")
-        out.append(LoadedModel(name, clf, params, meta, Path(checkpoints[name])))
+            new = dataclasses.replace(clf, frontend=IqbalAttackFrontend(), merge="mean")
+            log.info(
+                "--preset paper: %s runs with the authors' front-end (%s, merge 'mean') instead "
+                "of its checkpoint's (%s, merge %r)",
+                name, new.frontend.name, getattr(clf.frontend, "name", None), clf.merge,
+            )  # fmt: skip
+            clf = new
+        path = Path(checkpoints[name])
+        out.append(LoadedModel(name, clf, params, meta, path, digest(meta, params)))
     return out
 
 
@@ -306,6 +332,7 @@ def select_clips(
     per_class: int,
     seed: int,
     classes: Sequence[str] | None = None,
+    failures: list[Failure] | None = None,
 ) -> list[Clip]:
     """The clips of a run: ``per_class`` clips of each class (of ``classes``, if given).
 
@@ -313,17 +340,27 @@ def select_clips(
     ORIGINALS.md §5.9), then a seeded ``per_class`` subset. A test CSV (or the demo): a seeded
     ``per_class`` subset of its clips. The embedded demo keeps only its clips of at most 65536
     samples (2.05 s; 3 of its 6 per class): one length bucket, so one compiled program per attack
-    and model, which keeps the default commands within minutes on a CPU.
+    and model, which keeps the default commands within minutes on a CPU. A class with fewer than
+    ``per_class`` clips contributes all of its clips (see :func:`shortfall`). A CSV row with an
+    unknown label is skipped by name (logged once, appended to ``failures``).
     """
     from jaxadv import datasets as D
     from jaxadv import demo
 
     root = Path(data) if data else demo.data_dir()
-    use_train = split == "train" or (split == "auto" and (root / C.TRAIN_CSV).is_file())
+    if data and not root.is_dir():
+        raise UserError(f"--data {data}: no such folder; give an FSDKaggle2018 folder")
+    has_train = (root / C.TRAIN_CSV).is_file()
+    if split == "auto" and not has_train and not (root / C.TEST_CSV).is_file():
+        raise D.DatasetError(
+            f"--data {root}: neither {C.TRAIN_CSV} nor {C.TEST_CSV} is there; give an "
+            "FSDKaggle2018 folder (the CSV next to audio_train/ or audio_test/)"
+        )
+    use_train = split == "train" or (split == "auto" and has_train)
     if use_train:
-        clips = D.authors_attack_list(D.read_train(root))
+        clips = D.authors_attack_list(D.read_train(root, unknown_labels="skip", failures=failures))
     else:
-        clips = D.read_test(root)
+        clips = D.read_test(root, unknown_labels="skip", failures=failures)
     if classes is not None:
         clips = D.music_subset(clips, classes)
     if data is None:
@@ -335,6 +372,23 @@ def select_clips(
 
         clips = [c for c in clips if samples(c) <= C.AUTHORS_BLOCK]
     return D.untargeted_subset(clips, per_class, seed=seed, allow_fewer=True)
+
+
+def shortfall(clips: Sequence[Clip], per_class: int) -> dict[str, int]:
+    """``{label: clips}`` of the classes that have fewer than ``per_class`` selected clips."""
+    counts: dict[str, int] = {}
+    for c in clips:
+        counts[c.label] = counts.get(c.label, 0) + 1
+    return {k: n for k, n in sorted(counts.items()) if n < per_class}
+
+
+def clip_digest(clip: Clip) -> str:
+    """``"LABEL:SHA256[:16]"`` of a clip's file: what its rows depend on besides the settings."""
+    h = hashlib.sha256()
+    with open(clip.path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"{clip.label}:{h.hexdigest()[:16]}"
 
 
 def load_waves(
@@ -469,8 +523,15 @@ def stack(waves: dict[str, np.ndarray], jobs: Sequence[Job]) -> tuple[np.ndarray
 def clean_predictions(
     model: LoadedModel, clips: Sequence[Clip], waves: dict[str, np.ndarray], batch_size: int
 ) -> dict[str, tuple[int, float]]:
-    """``{fname: (predicted index, ground-truth probability)}`` on the clean clips."""
+    """``{fname: (predicted index, ground-truth probability)}`` on the clean clips.
+
+    Raises:
+      CheckpointError: the model's outputs on a clip are not finite (NaN/Inf arrays), naming the
+        checkpoint and the clip.
+    """
     import jax
+
+    from jaxadv.checkpoint import REMAKE, CheckpointError
 
     fn = jax.jit(model.classifier)
     params = replicate(model.params)
@@ -480,6 +541,14 @@ def clean_predictions(
         x, lens = stack(waves, batch)
         (xd, ld), n = shard([x, lens], len(batch))
         probs = np.asarray(fn(params, xd, ld).probs)[:n]
+        bad = [j.clip.fname for j, p in zip(batch, probs, strict=True) if not np.isfinite(p).all()]
+        if bad:
+            raise CheckpointError(
+                f"{model.checkpoint}: model {model.name} gives non-finite outputs (NaN or Inf) "
+                f"on the clean clip {bad[0]}"
+                + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+                + f"; its arrays are damaged or diverged: {REMAKE}"
+            )
         for j, p in zip(batch, probs, strict=True):
             out[j.clip.fname] = (int(p.argmax()), float(p[j.clip.label_index]))
     return out
@@ -608,13 +677,13 @@ def sweep(
     for b in batches:
         rows[bucket_of(b)] = max(rows.get(bucket_of(b), 0), len(b))
     for name, (key, cfg) in attacks.items():
+
+        def finished(b: Sequence[Job], name: str = name) -> bool:
+            return all((model.name, name, j.clip.fname, j.target_name) in store for j in b)
+
         total = sum(len(b) for b in batches)
-        done = sum(
-            1
-            for b in batches
-            for j in b
-            if (model.name, name, j.clip.fname, j.target_name) in store
-        )
+        # whole batches only: a batch with some rows missing (a torn write) is run again in full
+        done = sum(len(b) for b in batches if finished(b))
         bar = tqdm(
             total=total,
             initial=done,
@@ -625,7 +694,7 @@ def sweep(
             dynamic_ncols=True,
         )
         for b in batches:
-            if all((model.name, name, j.clip.fname, j.target_name) in store for j in b):
+            if finished(b):
                 continue
             met, x, adv, secs = run_batch(model, key, cfg, b, waves, seed, rows[bucket_of(b)])
             files = [""] * len(b)
@@ -662,14 +731,35 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def command_line(args: argparse.Namespace, experiment: str) -> str:
+    """The command as typed: ``python -m jaxadv.experiments.EXPERIMENT FLAGS``.
+
+    The flags are ``args.argv`` (set by :func:`jaxadv.cli.main`); for :func:`run` called from
+    Python without them, the command line of this process if it is this command, else none.
+    """
+    argv = getattr(args, "argv", None)
+    if argv is None and Path(sys.argv[0]).name == f"{experiment}.py":
+        argv = sys.argv[1:]
+    cmd = f"python -m jaxadv.experiments.{experiment}"
+    if argv is None:
+        return cmd + "  # called from Python: see args"
+    return " ".join([cmd, shlex.join(argv)]) if argv else cmd
+
+
 def write_config(out: Path, args: argparse.Namespace, extra: dict[str, Any]) -> Path:
-    """Write the resolved configuration of a run as ``config.json``."""
+    """Write the resolved configuration of a run as ``config.json`` (atomically).
+
+    Its ``"format": "jaxadv-run"`` marks the folder as a run folder (:func:`read_run_config`).
+    """
     import jax
 
     import jaxadv
 
+    experiment = extra.get("experiment", "")
     doc = {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "format": RUN_FORMAT,
+        "format_version": RUN_FORMAT_VERSION,
+        "command": command_line(args, experiment),
         "args": _jsonable(vars(args)),
         "jaxadv": jaxadv.__version__,
         "jax": jax.__version__,
@@ -678,14 +768,65 @@ def write_config(out: Path, args: argparse.Namespace, extra: dict[str, Any]) -> 
         **_jsonable(extra),
     }
     path = out / "config.json"
-    path.write_text(json.dumps(doc, indent=1))
+    tmp = out / "config.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
     return path
 
 
+def read_run_config(folder: Path) -> dict[str, Any] | None:
+    """The ``config.json`` of a run folder, or None if ``folder`` is not one (no such file, not
+    JSON, or no ``"format": "jaxadv-run"``)."""
+    path = Path(folder) / "config.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != RUN_FORMAT:
+        return None
+    return doc
+
+
+def check_out(out: Path, experiment: str) -> dict[str, Any] | None:
+    """Check that ``--out`` may be written: a new folder, an empty one, or a run folder of this
+    experiment (returns its config, to resume). Anything else is refused before anything is
+    written, so a folder of the user's own files is never touched."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose a new or empty folder")
+    if not any(out.iterdir()):
+        return None
+    doc = read_run_config(out)
+    if doc is None:
+        raise UserError(
+            f"--out {out} is not a jaxadv run folder (it is not empty and has no config.json "
+            "written by a jaxadv experiment); nothing was written there: choose a new or empty "
+            "folder"
+        )
+    if doc.get("experiment") != experiment:
+        raise UserError(
+            f"--out {out} holds a {doc.get('experiment')!r} run, not a {experiment!r} one; "
+            "choose another --out"
+        )
+    return doc
+
+
+def make_out(out: Path) -> None:
+    """Create the run folder (a folder that cannot be created is a one-line error)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"cannot create the run folder {out}: {e.strerror or e}; pass --out with a folder "
+            "you can write to"
+        ) from e
+
+
 def setup_run(args: argparse.Namespace, experiment: str) -> Path:
-    """Create the run folder and set up logging (bad files are reported by name)."""
+    """The run folder (not created yet: :func:`start_run` creates it once every check passed)
+    and logging (bad files are reported by name)."""
     out = Path(args.out or f"runs/{experiment}-{args.preset}")
-    out.mkdir(parents=True, exist_ok=True)
     from jaxadv import logs
 
     logs.setup()
@@ -693,15 +834,16 @@ def setup_run(args: argparse.Namespace, experiment: str) -> Path:
 
 
 def report_failures(out: Path, failures: Iterable[Failure]) -> None:
-    """Print and save the clips that could not be loaded (``skipped.txt``)."""
+    """Save the clips of this run that could not be used in ``skipped.txt`` (each was logged
+    once when it failed) and print where they are; with none, an old ``skipped.txt`` goes."""
     failures = list(failures)
+    path = out / "skipped.txt"
     if not failures:
+        path.unlink(missing_ok=True)
         return
     lines = [f"{f.clip.fname}\t{f.message}" for f in failures]
-    (out / "skipped.txt").write_text("\n".join(lines) + "\n")
-    print(f"skipped {len(failures)} unreadable clip(s), listed in {out / 'skipped.txt'}:")
-    for line in lines:
-        print("  " + line)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"skipped {len(failures)} clip(s) (unreadable audio or unknown label), listed in {path}")
 
 
 def correct_clips(clips: Sequence[Clip], preds: dict[str, tuple[int, float]]) -> list[Clip]:
@@ -734,76 +876,238 @@ class Run:
     store: Any
     failures: list[Failure]
     preds: dict[str, dict[str, tuple[int, float]]] = dataclasses.field(default_factory=dict)
+    write_audio: bool = True
+    configs: dict[str, dict[str, tuple[str, Any]]] = dataclasses.field(default_factory=dict)
 
     def attacks(self, model: str) -> dict[str, tuple[str, Any]]:
         """The attacks of this experiment for one model, with the ``--set`` overrides."""
-        return apply_overrides(
-            attack_configs(self.experiment, self.args.preset, model), self.args.set
+        if model not in self.configs:
+            self.configs[model] = resolve_attacks(self.args, self.experiment, [model])[model]
+        return self.configs[model]
+
+
+def resolve_attacks(
+    args: argparse.Namespace, experiment: str, models: Sequence[str]
+) -> dict[str, dict[str, tuple[str, Any]]]:
+    """``{model: attacks}`` with the ``--set`` overrides (a bad one is a one-line error; one for
+    an attack this experiment does not run is warned about once)."""
+    return {
+        m: apply_overrides(attack_configs(experiment, args.preset, m), args.set, warn=i == 0)
+        for i, m in enumerate(models)
+    }
+
+
+# Settings a row depends on, with the flag that sets each (for the message of a refused resume).
+FINGERPRINT_FLAGS = {
+    "experiment": "the experiment",
+    "preset": "--preset",
+    "data": "--data",
+    "split": "--split",
+    "per_class": "--per-class",
+    "seed": "--seed",
+    "batch_size": "--batch-size",
+    "audio": "--no-audio",
+    "from_untargeted": "--from-untargeted",
+}
+
+
+def writes_audio(args: argparse.Namespace, experiment: str) -> bool:
+    """Whether the run writes adversarial audio (always for transfer: its audio is transferred)."""
+    return experiment == "transfer" or not args.no_audio
+
+
+def fingerprint(
+    args: argparse.Namespace,
+    experiment: str,
+    models: Sequence[LoadedModel],
+    clips: dict[str, str],
+    configs: dict[str, dict[str, tuple[str, Any]]],
+) -> dict[str, Any]:
+    """What the rows of a run depend on: the settings of :data:`FINGERPRINT_FLAGS`, per model
+    its checkpoint's digest (arrays and sidecar) and resolved attack configs, per loaded clip
+    its label and file digest (:func:`clip_digest`)."""
+    fp: dict[str, Any] = {
+        "experiment": experiment,
+        "preset": args.preset,
+        "data": str(Path(args.data).resolve()) if args.data else None,
+        "split": args.split,
+        "per_class": args.per_class,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "audio": writes_audio(args, experiment),
+    }
+    if experiment == "transfer":
+        src = getattr(args, "from_untargeted", None)
+        fp["from_untargeted"] = str(Path(src).resolve()) if src else None
+    fp["models"] = {
+        m.name: {
+            "checkpoint": str(m.checkpoint),
+            "digest": m.digest,
+            "attacks": _jsonable({k: cfg for k, (_, cfg) in configs[m.name].items()}),
+        }
+        for m in models
+    }
+    fp["clips"] = dict(clips)
+    return fp
+
+
+def _was(flag: str, old: Any, new: Any) -> str:
+    if flag == "--no-audio":
+        return (
+            f"--no-audio (the run {'wrote' if old else 'did not write'} audio, this command "
+            + ("would" if new else "would not")
+            + ")"
         )
+    return f"{flag} (the run's {old!r}, this command's {new!r})"
 
 
-def _fingerprint(args: argparse.Namespace, experiment: str) -> dict[str, Any]:
-    keys = ("preset", "data", "split", "per_class", "batch_size", "set", "seed", "checkpoint")
-    return {"experiment": experiment, **{k: _jsonable(getattr(args, k)) for k in keys}}
+def fingerprint_diff(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    keys: Sequence[str] | None = None,
+    attacks: bool = True,
+) -> list[str]:
+    """What differs between two fingerprints, one phrase each (empty: the same run).
+
+    ``keys``: the settings compared (default all of :data:`FINGERPRINT_FLAGS` that ``new``
+    has). Models and clips are compared where both have them, so a resume may add models or
+    attack a clip that failed to load before.
+    """
+    out = []
+    for k in keys if keys is not None else [k for k in FINGERPRINT_FLAGS if k in new]:
+        if old.get(k) != new.get(k):
+            out.append(_was(FINGERPRINT_FLAGS[k], old.get(k), new.get(k)))
+    om, nm = old.get("models") or {}, new.get("models") or {}
+    for name in [m for m in nm if m in om]:
+        a, b = om[name], nm[name]
+        if a.get("digest") != b.get("digest"):
+            out.append(
+                f"the {name} checkpoint {b.get('checkpoint')} (its arrays or sidecar differ from "
+                f"those of the run's {a.get('checkpoint')})"
+            )
+        if attacks and a.get("attacks") != b.get("attacks"):
+            for att in sorted(set(a.get("attacks", {})) | set(b.get("attacks", {}))):
+                ca, cb = a.get("attacks", {}).get(att, {}), b.get("attacks", {}).get(att, {})
+                for f in sorted(set(ca) | set(cb)):
+                    if ca.get(f) != cb.get(f):
+                        out.append(
+                            f"{name} {att}.{f} (the run's {ca.get(f)!r}, this command's "
+                            f"{cb.get(f)!r}; see --set)"
+                        )
+    oc, nc = old.get("clips") or {}, new.get("clips") or {}
+    changed = [f for f in nc if f in oc and oc[f] != nc[f]]
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        out.append(
+            f"clip file(s) {', '.join(changed[:3])}{more} (content or label changed since the "
+            "run started)"
+        )
+    return out
+
+
+def merge_fingerprints(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint to record after a resume: ``new`` plus the models and clips only ``old``
+    has (so a clip that fails to load now keeps its record for the next resume)."""
+    if not old:
+        return new
+    out = dict(new)
+    out["models"] = {**(old.get("models") or {}), **new["models"]}
+    out["clips"] = {**(old.get("clips") or {}), **new["clips"]}
+    return out
 
 
 def start_run(
-    args: argparse.Namespace, experiment: str, classes: Sequence[str] | None = None
+    args: argparse.Namespace,
+    experiment: str,
+    classes: Sequence[str] | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Run:
-    """Resolve flags, check a resumed folder holds the same run, load clips and models."""
+    """Resolve flags, load clips and models, check a resumed folder holds the same run.
+
+    Nothing is written until every check passed (flags, ``--out``, data, checkpoints, labels,
+    finite clean predictions, the fingerprint of a resumed run, and ``check(fingerprint)`` if
+    given); then the run folder, ``config.json`` (first), ``skipped.txt`` and ``results.csv``.
+    """
     from jaxadv.experiments.results import ResultStore
 
     out = setup_run(args, experiment)
     if args.batch_size < 1:
-        raise SystemExit("--batch-size must be at least 1")
-    names = parse_models(args.models)
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.per_class is None:
         args.per_class = C.UNTARGETED_PER_CLASS if args.preset == "paper" else 1
-    fp = _fingerprint(args, experiment)
-    cfg_path = out / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text()).get("fingerprint")
-        if old is not None and old != fp:
-            diff = sorted(k for k in fp if fp[k] != old.get(k))
-            raise SystemExit(
-                f"{out} holds a run with other settings ({', '.join(diff)}); resume it with the "
-                "same flags, or choose another --out"
-            )
+    if args.per_class < 1:
+        raise UserError(f"--per-class must be at least 1, got {args.per_class}")
+    names = parse_models(args.models)
+    configs = resolve_attacks(args, experiment, names)  # every --set, checked before any work
+    old_doc = check_out(out, experiment)
     checkpoints = parse_checkpoints(args.checkpoint, names)
     missing = [f"{m}: {d}" for m, d in checkpoints.items() if not d.is_dir()]
     if missing:
-        raise SystemExit("checkpoint folder(s) not found: " + "; ".join(missing))
-    clips = select_clips(args.data, args.split, args.per_class, args.seed, classes)
-    if not clips:
-        raise SystemExit("no clips selected (check --data, --split and --per-class)")
+        raise UserError(
+            "checkpoint folder(s) not found: " + "; ".join(missing) + " (check --checkpoint)"
+        )
     failures: list[Failure] = []
+    clips = select_clips(args.data, args.split, args.per_class, args.seed, classes, failures)
+    if not clips:
+        raise UserError("no clips selected (check --data, --split and --per-class)")
+    short = shortfall(clips, args.per_class)
+    if short:
+        log.warning(
+            "--per-class %d: %d class(es) have fewer clips, all of theirs are used: %s",
+            args.per_class, len(short), ", ".join(f"{k} {n}" for k, n in short.items()),
+        )  # fmt: skip
     waves = load_waves(clips, args.preset, failures)
-    report_failures(out, failures)
+    if not waves:
+        f = failures[0]
+        raise UserError(
+            f"none of the {len(clips)} selected clip(s) could be loaded (the first: {f.message}); "
+            "check the audio files of --data"
+        )
     models = load_models(names, checkpoints, args.preset)
+    digests = {c.fname: clip_digest(c) for c in clips if c.fname in waves}
+    fp = fingerprint(args, experiment, models, digests, configs)
+    old_fp = (old_doc or {}).get("fingerprint")
+    if old_doc is not None:
+        diff = fingerprint_diff(old_fp or {}, fp)
+        if diff:
+            raise UserError(
+                f"{out} holds a run with other settings: {'; '.join(diff)}; resume it with the "
+                "same flags, checkpoints and clips, or choose another --out"
+            )
+    if check is not None:
+        check(fp)
+    preds = {m.name: clean_predictions(m, clips, waves, args.batch_size) for m in models}
+    make_out(out)
     run = Run(
-        out, args, experiment, models, clips, waves, ResultStore(out / "results.csv"), failures
-    )
+        out, args, experiment, models, clips, waves, None, failures, preds,
+        writes_audio(args, experiment), configs,
+    )  # fmt: skip
     write_config(
         out,
         args,
         {
             "experiment": experiment,
-            "fingerprint": fp,
+            "fingerprint": merge_fingerprints(old_fp, fp),
             "note": DEMO_NOTE if args.preset == "demo" else "",
             "attacks": {m.name: run.attacks(m.name) for m in models},
             "models": {
                 m.name: {
                     "checkpoint": str(m.checkpoint),
+                    "digest": m.digest,
                     "frontend": getattr(m.classifier.frontend, "name", None),
+                    "merge": m.classifier.merge,
                     "width": getattr(m.classifier.model_config, "width", None),
                     "source": m.meta.get("source"),
                 }
                 for m in models
             },
             "clips": [c.fname for c in clips if c.fname in waves],
+            "per_class_shortfall": short,
             "skipped": [f.clip.fname for f in failures],
         },
     )
+    report_failures(out, failures)
+    run.store = ResultStore(out / "results.csv")
     return run
 
 
@@ -815,8 +1119,9 @@ def clean_pass(run: Run) -> Path:
     path.unlink(missing_ok=True)
     rows = []
     for m in run.models:
-        preds = clean_predictions(m, run.clips, run.waves, run.args.batch_size)
-        run.preds[m.name] = preds
+        if m.name not in run.preds:
+            run.preds[m.name] = clean_predictions(m, run.clips, run.waves, run.args.batch_size)
+        preds = run.preds[m.name]
         write_clean(path, m.name, run.clips, preds)
         n = len(preds)
         ok = len(correct_clips(run.clips, preds))
@@ -831,14 +1136,21 @@ def clean_pass(run: Run) -> Path:
 
 
 def attack_models(
-    run: Run, jobs_of: Callable[[Sequence[Clip]], list[Job]], *, write_audio: bool
+    run: Run,
+    jobs_of: Callable[[Sequence[Clip]], list[Job]],
+    *,
+    write_audio: bool | None = None,
 ) -> None:
-    """Sweep every model of ``run`` with its attacks over ``jobs_of(correctly classified clips)``."""
+    """Sweep every model of ``run`` with its attacks over ``jobs_of(correctly classified clips)``.
+
+    ``write_audio``: default ``run.write_audio`` (what the run's fingerprint records).
+    """
+    audio = run.write_audio if write_audio is None else write_audio
     for m in run.models:
         jobs = jobs_of(correct_clips(run.clips, run.preds[m.name]))
         sweep(
             run.out, run.store, m, run.attacks(m.name), jobs, run.waves,
-            batch_size=run.args.batch_size, seed=run.args.seed, write_audio=write_audio,
+            batch_size=run.args.batch_size, seed=run.args.seed, write_audio=audio,
         )  # fmt: skip
 
 

@@ -90,6 +90,10 @@ def spectrograms(
 ) -> Path:
     """Figure 3: log-mel spectrograms of a clip and its adversarial versions, one panel each.
 
+    Each panel is in dB relative to its own maximum (the Iqbal front-end's
+    ``power_to_db(ref=max)``, as the models see it), all on one 0 to -100 dB colour scale (the
+    colour bar); a perturbation shows where it adds energy to quiet bins.
+
     Args:
       panels: ``(title, waveform [N])`` pairs; put the SNR in the title, e.g. ``"C&W (52.1 dB)"``.
       path: PNG file to write.
@@ -104,16 +108,18 @@ def spectrograms(
     batch = np.stack([np.pad(np.asarray(w, np.float32), (0, n - len(w))) for _, w in panels])
     lens = jnp.asarray([len(w) for _, w in panels])
     feats = np.asarray(fe.logmel(batch, lens).values)
-    # one colour scale for all panels, relative to the clean clip (the first panel)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    # one colour scale for all panels; each panel relative to its own maximum (ref=max)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels) + 0.8, 3.4), squeeze=False, layout="constrained"
+    )
     for ax, (title, w), f in zip(axes[0], panels, feats, strict=True):
         t = 1 + len(w) // fe.hop
-        ax.imshow(f[:t].T, origin="lower", aspect="auto", vmin=-100, vmax=0, cmap="magma",
-                  extent=(0, len(w) / sample_rate, 0, fe.n_mels))  # fmt: skip
+        im = ax.imshow(f[:t].T, origin="lower", aspect="auto", vmin=-100, vmax=0, cmap="magma",
+                       extent=(0, len(w) / sample_rate, 0, fe.n_mels))  # fmt: skip
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("time (s)")
     axes[0, 0].set_ylabel("mel band")
-    fig.tight_layout()
+    fig.colorbar(im, ax=list(axes[0]), label="dB re. the panel's maximum", pad=0.01)
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)

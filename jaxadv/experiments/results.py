@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxadv.cli import UserError
+
 # One row per (model, attack, clip, target). Confidences are clip probabilities in [0, 1].
 COLUMNS: tuple[str, ...] = (
     "model",  # registry name of the attacked model
@@ -41,6 +43,10 @@ KEY: tuple[str, ...] = ("model", "attack", "fname", "target")
 
 _INT = {"success", "steps"}
 _FLOAT = {"gt_conf", "new_conf", "gt_conf_adv", "target_conf", "snr_db", "l2", "linf", "seconds"}
+
+
+class ResultsError(UserError, ValueError):
+    """A results file that is not one this module wrote (another header)."""
 
 
 def row_key(row: Mapping[str, Any]) -> tuple[str, ...]:
@@ -91,13 +97,7 @@ class ResultStore:
 
     def _repair(self) -> None:
         data = self.path.read_bytes()
-        header = (",".join(COLUMNS) + "\n").encode()
-        if not data.startswith(header.rstrip(b"\n")):
-            first = data.split(b"\n", 1)[0].decode(errors="replace")
-            raise ValueError(
-                f"results file '{self.path}' has header {first!r}, not the expected columns "
-                f"{','.join(COLUMNS)!r}; move it away or choose another output folder"
-            )
+        _check_header(self.path, data)
         if not data.endswith(b"\n"):
             # killed in the middle of a write: drop the partial last line
             cut = data.rfind(b"\n") + 1
@@ -133,6 +133,30 @@ class ResultStore:
                 f.flush()
                 os.fsync(f.fileno())
         return len(new)
+
+
+def _check_header(path: Path, data: bytes) -> None:
+    header = ",".join(COLUMNS).encode()
+    if not data.startswith(header):
+        first = data.split(b"\n", 1)[0].decode(errors="replace")
+        raise ResultsError(
+            f"results file '{path}' has header {first!r}, not the expected columns "
+            f"{','.join(COLUMNS)!r}; move it away or choose another output folder"
+        )
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a results file without opening it for writing (no repair, nothing created).
+
+    A partial last line (a kill during a write) is ignored, as :class:`ResultStore` would drop it.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    _check_header(path, data)
+    text = data.decode()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return [{k: _parse(k, v) for k, v in r.items()} for r in csv.DictReader(text.splitlines())]
 
 
 def write_json(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxadv import cli
 from jaxadv import config as C
 from jaxadv.experiments import _common as E
 from jaxadv.experiments import figures, results, tables
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> E.Run:
     """Run (or resume) Experiment 2 with parsed flags; returns the run."""
     r = E.start_run(args, "targeted", classes=C.MUSIC_CLASSES)
     E.clean_pass(r)
-    E.attack_models(r, jobs_for, write_audio=not args.no_audio)
+    E.attack_models(r, jobs_for)
     E.print_outputs(r, report(r))
     return r
 
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    run(build_parser().parse_args(argv))
+    """The command: a user error is one line on stderr and exit status 2 (``--debug``: raise)."""
+    cli.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

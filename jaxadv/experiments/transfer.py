@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxadv import audio
+from jaxadv import audio, cli
 from jaxadv import config as C
 from jaxadv.experiments import _common as E
 from jaxadv.experiments import results, tables
@@ -80,21 +80,63 @@ class _Key:
         self.fname = fname
 
 
+# What an untargeted run reused by --from-untargeted must share with this command.
+SOURCE_KEYS = ("preset", "data", "split", "per_class", "seed")
+
+
+def check_source(base: Path) -> dict:
+    """The config of ``--from-untargeted DIR``, which must be an untargeted run folder with
+    results and adversarial audio; nothing in it is ever written."""
+    doc = E.read_run_config(base)
+    if doc is None or doc.get("experiment") != "untargeted":
+        what = "no such folder" if not base.exists() else "not an untargeted run folder"
+        raise cli.UserError(
+            f"--from-untargeted {base}: {what} (no config.json written by python -m "
+            "jaxadv.experiments.untargeted); give the --out folder of an untargeted run"
+        )
+    if not (base / "results.csv").is_file():
+        raise cli.UserError(
+            f"--from-untargeted {base}: the run has no results.csv yet; finish (resume) it first"
+        )
+    if (doc.get("fingerprint") or {}).get("audio") is False:
+        raise cli.UserError(
+            f"--from-untargeted {base}: that run was made with --no-audio, so it has no "
+            "adversarial audio to transfer; rerun it without --no-audio (in a new --out)"
+        )
+    return doc
+
+
+def same_source(base: Path, doc: dict, fp: dict) -> None:
+    """Refuse an untargeted run made with other data, clips or checkpoints than this command."""
+    diff = E.fingerprint_diff(doc.get("fingerprint") or {}, fp, SOURCE_KEYS, attacks=False)
+    if diff:
+        raise cli.UserError(
+            f"--from-untargeted {base} was made with other settings than this command: "
+            f"{'; '.join(diff)}; give the same --preset, --data, --split, --per-class, --seed "
+            "and checkpoints as that run"
+        )
+
+
 def run(args: argparse.Namespace) -> E.Run:
     """Run (or resume) Experiment 3 with parsed flags; returns the run."""
-    r = E.start_run(args, "transfer")
+    base = Path(args.from_untargeted) if args.from_untargeted else None
+    doc = check_source(base) if base is not None else None
+    check = (lambda fp: same_source(base, doc, fp)) if base is not None else None
+    r = E.start_run(args, "transfer", check=check)
     E.clean_pass(r)
     names = [m.name for m in r.models]
-    if args.from_untargeted:
-        base = Path(args.from_untargeted)
-        src = results.ResultStore(base / "results.csv").rows()
+    if base is not None:
+        src = results.read_rows(base / "results.csv")  # read only: DIR is never written
         rows = [x for x in src if x["model"] in names and x["fname"] in r.waves]
         if not rows:
-            raise SystemExit(f"{base / 'results.csv'} has no rows for these models and clips")
+            raise cli.UserError(
+                f"--from-untargeted {base}: its results.csv has no rows for these models and "
+                "clips; give --models of that run"
+            )
     else:
         base = r.out
-        # the adversarial audio is what gets transferred: always written
-        E.attack_models(r, untargeted_jobs, write_audio=True)
+        # the adversarial audio is what gets transferred: always written (run.write_audio)
+        E.attack_models(r, untargeted_jobs)
         rows = [x for x in r.store.rows() if x["model"] in names and x["fname"] in r.waves]
     trows = evaluate_transfer(r, rows, base)
     with open(r.out / "transfer.csv", "w", newline="") as f:
@@ -124,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    run(build_parser().parse_args(argv))
+    """The command: a user error is one line on stderr and exit status 2 (``--debug``: raise)."""
+    cli.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

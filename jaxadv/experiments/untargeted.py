@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxadv import cli
 from jaxadv.experiments import _common as E
 from jaxadv.experiments import figures, results, tables
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> E.Run:
     """Run (or resume) Experiment 1 with parsed flags; returns the run."""
     r = E.start_run(args, "untargeted")
     E.clean_pass(r)
-    E.attack_models(r, untargeted_jobs, write_audio=not args.no_audio)
+    E.attack_models(r, untargeted_jobs)
     E.print_outputs(r, report(r))
     return r
 
@@ -88,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    run(build_parser().parse_args(argv))
+    """The command: a user error is one line on stderr and exit status 2 (``--debug``: raise)."""
+    cli.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""``python -m jaxadv.train``: train one of the five architectures on an FSDKaggle2018 folder."""
+"""``python -m jaxadv.train``: train one of the five architectures on an FSDKaggle2018 folder.
+
+A user error (a missing --data folder or CSV, a bad flag value, an --out that holds another run)
+is one line on stderr and exit status 2; ``--debug`` shows its traceback (:mod:`jaxadv.cli`).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,17 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from jaxadv import cli
 from jaxadv import config as C
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """The command (``--help``)."""
+    cli.main(build_parser(), _run, argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags."""
     from jaxadv.models import MODELS
 
     p = argparse.ArgumentParser(
@@ -38,28 +49,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--save-every", type=int, default=200, help="steps between saved states")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    return cli.add_debug_flag(p)
 
+
+def _run(args: argparse.Namespace) -> None:
     from jaxadv import datasets as D
     from jaxadv import logs
     from jaxadv.train import TrainConfig, fit, split_train_val
 
     logs.setup()
     root = Path(args.data)
-    try:
-        clips = D.read_train(root, csv_name=args.train_csv)
-    except D.DatasetError as e:
-        raise SystemExit(str(e)) from None
+    if not root.is_dir():
+        raise cli.UserError(f"--data {root}: no such folder; give an FSDKaggle2018 folder")
+    clips = D.read_train(root, csv_name=args.train_csv)  # DatasetError: one line (jaxadv.cli)
     test = D.read_test(root) if (root / C.TEST_CSV).is_file() else []
-    cfg = TrainConfig(
-        args.model, width=args.width, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.lr, val_fold=args.val_fold,
-        val_fraction=0.0 if args.val_fold is not None else args.val_fraction,
-        unverified_weight=args.unverified_weight, seed=args.seed, save_every=args.save_every,
-    )  # fmt: skip
-    train, val_clips = split_train_val(
-        clips, val_fold=cfg.val_fold, val_fraction=cfg.val_fraction, seed=cfg.seed
-    )
+    try:
+        cfg = TrainConfig(
+            args.model, width=args.width, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.lr, val_fold=args.val_fold,
+            val_fraction=0.0 if args.val_fold is not None else args.val_fraction,
+            unverified_weight=args.unverified_weight, seed=args.seed, save_every=args.save_every,
+        )  # fmt: skip
+        train, val_clips = split_train_val(
+            clips, val_fold=cfg.val_fold, val_fraction=cfg.val_fraction, seed=cfg.seed
+        )
+    except ValueError as e:  # a flag value out of range, --val-fold without a fold column
+        raise cli.UserError(str(e)) from e
     try:
         fit(
             cfg,
@@ -69,8 +84,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             test_clips=test,
             progress=not args.no_progress,
         )
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+    except cli.UserError:
+        raise
+    except ValueError as e:  # the training data or --out do not fit (no examples, another run)
+        raise cli.UserError(str(e)) from e
 
 
 if __name__ == "__main__":

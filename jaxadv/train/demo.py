@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from jaxadv import cli
 from jaxadv import config as C
 
 # name -> (width, epochs): the demo's compact models. Widths keep the five together well under
@@ -34,6 +35,12 @@ MIN_ACCURACY = 0.90
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """The command: a user error is one line on stderr, exit status 2 (``--debug``: raise)."""
+    cli.main(build_parser(), _run, argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (``--help``)."""
     from jaxadv import demo
 
     p = argparse.ArgumentParser(
@@ -47,20 +54,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--per-class", type=int, default=DEMO_PER_CLASS, help="rendered clips per label")
     p.add_argument("--jobs", type=int, default=2, help="parallel fluidsynth renders")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    return cli.add_debug_flag(p)
 
+
+def _run(args: argparse.Namespace) -> None:
     from jaxadv import datasets as D
-    from jaxadv import logs
+    from jaxadv import demo, logs
     from jaxadv.train import TrainConfig, fit, split_train_val
 
     logs.setup()
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in names if m not in DEMO_MODELS]
+    if bad or not names:
+        raise cli.UserError(f"--models: unknown {bad}; choose from {list(DEMO_MODELS)}")
+    if args.per_class < 1:
+        raise cli.UserError(f"--per-class must be at least 1, got {args.per_class}")
     work = Path(args.work)
     audio_root = work / "audio"
     if not (audio_root / C.TRAIN_CSV).is_file():
         from jaxadv.demo import render
 
         print(f"rendering the training split into {audio_root} ...")
-        render.render_split("train", audio_root, per_class=args.per_class, jobs=args.jobs)
+        try:
+            render.render_split("train", audio_root, per_class=args.per_class, jobs=args.jobs)
+        except render.RenderError as e:  # fluidsynth or a soundfont missing
+            raise cli.UserError(f"cannot render the training split: {e}") from e
     clips = D.read_train(audio_root)
     train, val = split_train_val(clips, val_fold=None, val_fraction=0.1, seed=DEMO_SEED)
     evals = demo.eval_clips()
@@ -68,14 +86,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+    for name in names:
         width, epochs = DEMO_MODELS[name]
         cfg = TrainConfig(
             name, width=width, epochs=epochs, batch_size=DEMO_BATCH, val_fraction=0.1,
             seed=DEMO_SEED, save_every=100,
         )  # fmt: skip
-        report = fit(cfg, train, work / name, val_clips=val, test_clips=evals,
-                     progress=not args.no_progress)  # fmt: skip
+        try:
+            report = fit(cfg, train, work / name, val_clips=val, test_clips=evals,
+                         progress=not args.no_progress)  # fmt: skip
+        except cli.UserError:
+            raise
+        except ValueError as e:  # e.g. --work holds a training run with other settings
+            raise cli.UserError(str(e)) from e
         dst = out / name
         if dst.exists():
             shutil.rmtree(dst)
