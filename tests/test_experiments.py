@@ -300,6 +300,33 @@ def test_a_changed_command_does_not_mix_into_an_old_run(tmp_path, monkeypatch, c
     killed(untargeted, argv, monkeypatch)
 
 
+def test_transfer_refuses_an_untargeted_run_of_other_settings(tmp_path, monkeypatch, capfd):
+    """--from-untargeted DIR must be made with the same data, clip flags and checkpoints (and
+    with audio); a refusal writes nothing, in DIR or in --out."""
+    data = Path(small_data(tmp_path / "data", ("Cello", "Oboe")))
+    src = tmp_path / "u"
+    killed(untargeted, ["--out", src, "--data", data, "--models", "vgg13"], monkeypatch)
+    before = snapshot(src)
+    x = tmp_path / "x"
+    argv = ["--out", x, "--data", data, "--models", "vgg13", "--from-untargeted", src]
+    line = refused(transfer, [*argv, "--seed", "1"], capfd)
+    assert f"--from-untargeted {src} was made with other settings than this command: --seed" in line
+    ck = tmp_path / "ck"
+    from jaxadv.checkpoint import load_checkpoint, save_checkpoint
+
+    clf, params, meta = load_checkpoint(demo.models_dir() / "vgg13")
+    params["norm"]["std"] = params["norm"]["std"] * 2
+    save_checkpoint(ck, clf, params, source=meta["source"])
+    line = refused(transfer, [*argv, "--checkpoint", f"vgg13={ck}"], capfd)
+    assert f"the vgg13 checkpoint {ck} (its arrays or sidecar differ" in line
+    quiet = tmp_path / "q"
+    killed(untargeted, ["--out", quiet, "--data", data, "--models", "vgg13", "--no-audio"],
+           monkeypatch)  # fmt: skip
+    line = refused(transfer, [*argv[:-1], quiet], capfd)
+    assert "that run was made with --no-audio" in line
+    assert snapshot(src) == before and not x.exists()
+
+
 def test_skipped_txt_follows_the_clips_and_a_short_class_is_recorded(tmp_path, monkeypatch,
                                                                      capfd):  # fmt: skip
     """A clip fixed before a resume leaves skipped.txt and config.json alike; a class with
