@@ -86,6 +86,17 @@ def test_a_folder_that_is_not_a_run_folder_is_refused_and_untouched(tmp_path, ca
     assert snapshot(out) == before
 
 
+def test_a_run_folder_of_an_older_jaxadv_is_refused(tmp_path, capfd):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"experiment": "untargeted", "fingerprint": {}}))
+    (out / "results.csv").write_text("model,attack\n")
+    before = snapshot(out)
+    line = fail(untargeted.main, ["--out", out], capfd)
+    assert "holds a run of an older jaxadv" in line and "choose another --out" in line
+    assert snapshot(out) == before
+
+
 def test_a_run_folder_of_another_experiment_is_refused(tmp_path, capfd):
     out = tmp_path / "t"
     out.mkdir()

@@ -798,6 +798,12 @@ def check_out(out: Path, experiment: str) -> dict[str, Any] | None:
     if not any(out.iterdir()):
         return None
     doc = read_run_config(out)
+    if doc is None and _older_run(out):
+        raise UserError(
+            f"--out {out} holds a run of an older jaxadv (its config.json has no run-folder "
+            "marker or content fingerprint), which cannot be resumed safely; move it away or "
+            "choose another --out"
+        )
     if doc is None:
         raise UserError(
             f"--out {out} is not a jaxadv run folder (it is not empty and has no config.json "
@@ -810,6 +816,14 @@ def check_out(out: Path, experiment: str) -> dict[str, Any] | None:
             "choose another --out"
         )
     return doc
+
+
+def _older_run(out: Path) -> bool:
+    try:
+        doc = json.loads((out / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(doc, dict) and "fingerprint" in doc and "format" not in doc
 
 
 def make_out(out: Path) -> None:
