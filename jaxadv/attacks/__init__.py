@@ -23,13 +23,17 @@ from typing import Any
 from jaxadv.attacks import common as _common
 from jaxadv.attacks import criteria, engine, search
 from jaxadv.attacks import cw as _cw
+from jaxadv.attacks import ddn as _ddn
 from jaxadv.attacks import deepfool as _deepfool
 from jaxadv.attacks import fgsm as _fgsm
+from jaxadv.attacks import fmn as _fmn
 from jaxadv.attacks import lbfgs as _lbfgs
 from jaxadv.attacks import noise as _noise
 from jaxadv.attacks.cw import CWConfig, CWResult, carlini_wagner
+from jaxadv.attacks.ddn import DDNConfig, DDNResult, ddn
 from jaxadv.attacks.deepfool import DeepFoolConfig, DeepFoolResult, deepfool
 from jaxadv.attacks.fgsm import FGSMConfig, FGSMResult, fgsm
+from jaxadv.attacks.fmn import FMNConfig, FMNResult, fmn
 from jaxadv.attacks.lbfgs import LBFGSConfig, LBFGSResult, lbfgs
 from jaxadv.attacks.metrics import (
     SUMMARY_COLUMNS,
@@ -134,6 +138,29 @@ ATTACKS: dict[str, AttackSpec] = {
         "required",
         lambda config: _lbfgs.algorithm(config),
     ),
+    "fmn": AttackSpec(
+        "fmn",
+        fmn,
+        FMNConfig,
+        {
+            "default": FMNConfig,
+            "linf": lambda: FMNConfig(norm="linf"),
+            "foolbox3": FMNConfig.foolbox3,
+            "foolbox3_linf": lambda: FMNConfig.foolbox3("linf"),
+        },
+        _fmn._fmn_jit,
+        "optional",
+        _fmn.FMN,
+    ),
+    "ddn": AttackSpec(
+        "ddn",
+        ddn,
+        DDNConfig,
+        {"default": DDNConfig, "foolbox3": DDNConfig.foolbox3},
+        _ddn._ddn_jit,
+        "optional",
+        _ddn.DDN,
+    ),
 }
 
 
@@ -185,10 +212,14 @@ __all__ = [
     "AttackSpec",
     "CWConfig",
     "CWResult",
+    "DDNConfig",
+    "DDNResult",
     "DeepFoolConfig",
     "DeepFoolResult",
     "FGSMConfig",
     "FGSMResult",
+    "FMNConfig",
+    "FMNResult",
     "LBFGSConfig",
     "LBFGSResult",
     "NoiseConfig",
@@ -197,9 +228,11 @@ __all__ = [
     "TABLE2",
     "TABLE3",
     "carlini_wagner",
+    "ddn",
     "deepfool",
     "evaluate",
     "fgsm",
+    "fmn",
     "lbfgs",
     "snr_db",
     "summarize",
