@@ -11,7 +11,7 @@ label; ``-log probs[t]`` by default) and ``distance`` the sum of squares (the au
 solve is ``argmax probs == target`` at its result; the returned adversarial is the successful
 result with the smallest distance (for a failed example: the result of its last solve).
 
-Searches over ``c``:
+Searches over ``c`` (the shared :mod:`jaxadv.attacks.search` objects, in both modes):
 
 * ``"bisect"`` (the authors' ``lbfgs.py`` = Carlini's rule): ``binary_search_steps`` solves starting
   at ``initial_const``; success: ``up = min(up, c)``, ``c = (lo + up) / 2`` (if ``up < 1e9``);
@@ -21,7 +21,8 @@ Searches over ``c``:
 
 Two solvers:
 
-* ``mode="jax"`` (default): a batch-flat projected L-BFGS in one compiled ``lax.while_loop``.
+* ``mode="jax"`` (default): a batch-flat projected L-BFGS on the attack engine
+  (:mod:`jaxadv.attacks.engine`, :class:`LBFGSAttack`), one compiled program over the batch.
   Each example is its own problem with its own memory (``[B, 2m, N]``), line search, step size,
   convergence test and search over ``c``; each loop iteration evaluates ONE forward+backward of the
   batch, at every example's own trial point. The box is handled by projection: the trial point is
@@ -53,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv.attacks import common
+from jaxadv.attacks import common, criteria, engine, search
 from jaxadv.classifier import ClassifierFn
 
 Array = jax.Array
@@ -198,29 +199,12 @@ class LBFGSResult(NamedTuple):
     solves: Array
 
 
-def _search_step(cfg: LBFGSConfig, xp: Any, c, lo, up, count, phase, ok):
-    """Search over ``c`` after a solve at ``c`` with outcome ``ok``; NumPy or JAX arrays.
-
-    Returns ``(c, lo, up, count, phase, finished)``; ``count`` counts solves (``"bisect"``) or
-    doublings (``"foolbox1"``); ``phase`` is 0 (doubling) or 1 (bisection) for ``"foolbox1"``.
-    """
-    w = xp.where
+def const_search(cfg: LBFGSConfig) -> search.ConstSearch:
+    """The config's search over ``c`` (:mod:`jaxadv.attacks.search`; L-BFGS never repeats the
+    last bisection step)."""
     if cfg.search == "bisect":
-        c2, lo2, up2 = common.carlini_const_update(xp, c, lo, up, ok)
-        count2 = count + 1
-        return c2, lo2, up2, count2, phase, count2 >= cfg.binary_search_steps
-    doubling = phase == 0
-    up2 = w(ok, c, up)
-    lo2 = w(doubling, w(ok, 0.0, lo), w(ok, lo, c))
-    phase2 = w(xp.logical_or(ok, xp.logical_not(doubling)), 1, 0)
-    count2 = w(xp.logical_and(doubling, xp.logical_not(ok)), count + 1, count)
-    c2 = w(phase2 == 1, (lo2 + up2) / 2, c * 2)
-    finished = w(phase2 == 1, (up2 - lo2) < cfg.search_epsilon, count2 >= cfg.max_doublings)
-    return c2, lo2, up2, count2, phase2, finished
-
-
-def _first_const(cfg: LBFGSConfig) -> float:
-    return cfg.initial_const if cfg.search == "bisect" else 2.0 * cfg.search_epsilon
+        return search.CarliniBisection(cfg.initial_const, cfg.binary_search_steps)
+    return search.Foolbox1Doubling(cfg.search_epsilon, cfg.max_doublings)
 
 
 def _objective(fn, params, z, x0, lengths, targets, const, cfg):
@@ -232,11 +216,18 @@ def _objective(fn, params, z, x0, lengths, targets, const, cfg):
     return cfg.loss_scale * (dist + const * ce), ce, dist, out
 
 
+def _clean(problem: engine.Problem) -> Array:
+    """``x0``: the clean clip clipped to the box on its valid samples (every solve starts there)."""
+    return jnp.where(problem.valid, jnp.clip(problem.x, *common.BOX), problem.x)
+
+
 class _State(NamedTuple):
+    x0: Array  # [B, N] the clean clip, clipped to the box on its valid samples
+    lengths: Array  # [B] valid samples (the trial point is built from the state alone)
     z: Array  # [B, N] accepted iterate
     f: Array
     g: Array
-    probs: Array  # at z
+    on_target: Array  # argmax probs == target at z
     dist: Array  # at z
     d: Array  # search direction
     alpha: Array
@@ -250,11 +241,11 @@ class _State(NamedTuple):
     ls: Array  # trials in the current line search
     iters: Array  # accepted iterations in the current solve
     instant: Array  # the solve converged at its start (pgtol): finish without using the evaluation
-    const: Array
-    lo: Array
-    up: Array
-    count: Array
-    phase: Array
+    initial: Array  # the row's first evaluation (CE and its gradient at x0) is still to come
+    gce0: Array  # [B, N] gradient of CE at x0 (every solve starts at x0 with f = s * c * CE0)
+    ce0: Array
+    on_target0: Array
+    search: search.SearchState  # const, bracket and count of the search over c
     solves: Array
     best_dist: Array
     best_adv: Array
@@ -263,7 +254,7 @@ class _State(NamedTuple):
     last_dist: Array
     last_const: Array
     done: Array
-    steps: Array
+    steps: Array  # evaluations of the solves (not the initial one, nor an instant solve's)
     iterations: Array
 
 
@@ -296,91 +287,120 @@ def _apply_inverse_hessian(g, mem, sy, yy, age, dots):
     return gamma[:, None] * g + jnp.einsum("bk,bkn->bn", coef, mem)
 
 
-def _lbfgs_impl(
-    fn: ClassifierFn,
-    params: Any,
-    x: Array,
-    lengths: Array,
-    targets: Array,
-    *,
-    config: LBFGSConfig,
-) -> LBFGSResult:
-    cfg = config
-    b, n = x.shape
-    m = cfg.memory
-    f32 = jnp.float32
-    valid = common.valid_mask(n, lengths)
-    x0 = jnp.where(valid, jnp.clip(x, *common.BOX), x)
-    ftol = cfg.factr * EPS64
+@dataclasses.dataclass(frozen=True)
+class LBFGSAttack:
+    """``mode="jax"`` L-BFGS as an engine :class:`~jaxadv.attacks.engine.Algorithm`.
 
-    def project(v):
-        return jnp.where(valid, jnp.clip(v, *common.BOX), x0)
+    One evaluation = one forward+backward of the objective at each row's own trial point. A row's
+    first evaluation is CE and its gradient at ``x0`` (``c = 1``; every solve starts there, so its
+    value and gradient are ``s * c * CE0`` and ``s * c * grad CE0``); ``steps`` counts the
+    evaluations of the solves only (not that one, nor the skipped evaluation of a solve that
+    converged at its start), so the engine's evaluation count is not reported.
+    """
 
-    def total(z, const):
-        loss, ce, dist, out = _objective(fn, params, z, x0, lengths, targets, const, cfg)
-        return jnp.sum(loss), (loss, ce, dist, out.probs)
+    config: LBFGSConfig
 
-    sizes = common.compaction_sizes(b, cfg.compact_levels)
+    @property
+    def search(self) -> search.ConstSearch:
+        return const_search(self.config)
 
-    def evaluate(args):
-        """Objective ``[rows]``, distance, probabilities and gradient of a batch of rows."""
-        z, const, x0_, lengths_, targets_ = args
+    def init(self, fn: Any, params: Any, problem: engine.Problem) -> _State:
+        del fn, params
+        cfg = self.config
+        b, n = problem.x.shape
+        m = cfg.memory
+        f32, i32 = jnp.float32, jnp.int32
+        x0 = _clean(problem)
+        zeros_b = jnp.zeros((b,), f32)
+        zi = jnp.zeros((b,), i32)
+        no = jnp.zeros((b,), bool)
+        s0 = self.search.init(jnp, b)
+        return _State(
+            x0=x0,
+            lengths=problem.lengths,
+            z=x0,
+            f=zeros_b,
+            g=jnp.zeros_like(x0),
+            on_target=no,
+            dist=zeros_b,
+            d=jnp.zeros_like(x0),
+            alpha=jnp.ones((b,), f32),
+            mem=jnp.zeros((b, 2 * m, n), f32),
+            sy=jnp.zeros((b, m, m), f32),
+            yy=jnp.zeros((b, m, m), f32),
+            age=jnp.full((b, m), -1, i32),
+            clock=zi,
+            ptr=zi,
+            cnt=zi,
+            ls=zi,
+            iters=zi,
+            instant=no,
+            initial=jnp.ones((b,), bool),
+            gce0=jnp.zeros_like(x0),
+            ce0=zeros_b,
+            on_target0=no,
+            search=s0,
+            solves=zi,
+            best_dist=jnp.full((b,), jnp.inf, f32),
+            best_adv=x0,
+            best_const=zeros_b,
+            last_adv=x0,
+            last_dist=zeros_b,
+            last_const=s0.const,
+            done=no,
+            steps=zi,
+            iterations=zi,
+        )
+
+    def query(self, st: _State) -> tuple[Array, Array, Array]:
+        """The trial point ``P(z + alpha d)`` (x0 for the initial evaluation: ``d = 0``), its
+        ``c`` (1 for the initial evaluation) and ``x0``."""
+        valid = common.valid_mask(st.z.shape[1], st.lengths)
+        zt = jnp.where(valid, jnp.clip(st.z + st.alpha[:, None] * st.d, *common.BOX), st.x0)
+        return zt, jnp.where(st.initial, 1.0, st.search.const), st.x0
+
+    def evaluate(self, fn: Any, params: Any, problem: engine.Problem, q: Any) -> Any:
+        """Objective, CE, distance, target hit ``[rows]``, the gradient and the trial points."""
+        cfg = self.config
+        z, const, x0 = q
+        hit = criteria.TargetedMisclassification(problem.targets)
 
         def tot(zz):
-            loss, _, dist, out = _objective(fn, params, zz, x0_, lengths_, targets_, const, cfg)
-            return jnp.sum(loss), (loss, dist, out.probs)
+            loss, ce, dist, out = _objective(
+                fn, params, zz, x0, problem.lengths, problem.targets, const, cfg
+            )
+            return jnp.sum(loss), (loss, ce, dist, hit.is_adversarial(out))
 
-        (_, (f_, dist_, probs_)), g_ = jax.value_and_grad(tot, has_aux=True)(z)
-        return f_, dist_, probs_, g_
+        (_, (f, ce, dist, ok)), g = jax.value_and_grad(tot, has_aux=True)(z)
+        return f, ce, dist, ok, g, z
 
-    # CE and its gradient at x0 (one forward+backward): every solve starts there with f = s*c*CE0
-    (_, (_, ce0, _, probs0)), gce0 = jax.value_and_grad(total, has_aux=True)(
-        x0, jnp.ones((b,), f32)
-    )
-    gce0 = jnp.where(valid, gce0 / cfg.loss_scale, 0.0)
+    def step(self, problem: engine.Problem, st: _State, e: Any, active: Array) -> _State:
+        cfg = self.config
+        b = st.z.shape[0]
+        m = cfg.memory
+        valid = problem.valid
+        x0 = st.x0
+        ftol = cfg.factr * EPS64
 
-    def pgnorm(z, g):
-        return jnp.max(jnp.where(valid, jnp.abs(project(z - g) - z), 0.0), axis=-1)
+        def project(v):
+            return jnp.where(valid, jnp.clip(v, *common.BOX), x0)
 
-    def start(st: _State, mask: Array) -> _State:
-        """(Re)start the solve of the examples in ``mask`` at x0 with their current const."""
-        g0 = (cfg.loss_scale * st.const)[:, None] * gce0
-        f0 = cfg.loss_scale * st.const * ce0
-        wb = common.where_b
-        return st._replace(
-            z=wb(mask, x0, st.z),
-            f=jnp.where(mask, f0, st.f),
-            g=wb(mask, g0, st.g),
-            probs=wb(mask, probs0, st.probs),
-            dist=jnp.where(mask, 0.0, st.dist),
-            d=wb(mask, -g0, st.d),
-            alpha=jnp.where(mask, 1.0, st.alpha),
-            age=jnp.where(mask[:, None], -1, st.age),
-            ptr=jnp.where(mask, 0, st.ptr),
-            cnt=jnp.where(mask, 0, st.cnt),
-            ls=jnp.where(mask, 0, st.ls),
-            iters=jnp.where(mask, 0, st.iters),
-            instant=jnp.where(mask, pgnorm(x0, g0) <= cfg.pgtol, st.instant),
-            solves=st.solves + mask.astype(jnp.int32),
-        )
+        def pgnorm(z, g):
+            return jnp.max(jnp.where(valid, jnp.abs(project(z - g) - z), 0.0), axis=-1)
 
-    def body(st: _State) -> _State:
-        active = ~st.done
-        zt = project(st.z + st.alpha[:, None] * st.d)
-        inst = active & st.instant
-        act = active & ~inst
-        # one forward+backward of the examples still solving (compacted when few are left)
-        ft, dist_t, probs_t, gt = common.compact_map(
-            evaluate, act, (zt, st.const, x0, lengths, targets), sizes
-        )
+        ft, ce_t, dist_t, hit_t, gt, zt = e
         gt = jnp.where(valid, gt, 0.0)
+        first = active & st.initial
+        inst = active & st.instant
+        act = active & ~st.initial & ~st.instant
         steps = st.steps + act.astype(jnp.int32)
+        const = st.search.const
         best_dist, best_adv, best_const = st.best_dist, st.best_adv, st.best_const
         if cfg.best_over == "evaluations":
-            hit = act & (jnp.argmax(probs_t, -1) == targets) & (dist_t < best_dist)
+            hit = act & hit_t & (dist_t < best_dist)
             best_dist = jnp.where(hit, dist_t, best_dist)
             best_adv = common.where_b(hit, zt, best_adv)
-            best_const = jnp.where(hit, st.const, best_const)
+            best_const = jnp.where(hit, const, best_const)
         # projected Armijo test
         dz = zt - st.z
         slope = jnp.sum(st.g * dz, -1)
@@ -401,7 +421,7 @@ def _lbfgs_impl(
         z = common.where_b(accept, zt, st.z)
         f = jnp.where(accept, ft, st.f)
         g = common.where_b(accept, gt, st.g)
-        probs = common.where_b(accept, probs_t, st.probs)
+        on_target = jnp.where(accept, hit_t, st.on_target)
         dist = jnp.where(accept, dist_t, st.dist)
         iters = st.iters + accept.astype(jnp.int32)
         reduction = st.f - ft
@@ -447,21 +467,20 @@ def _lbfgs_impl(
 
         # end of a solve: success test, best-so-far, search over c, restart
         end = inst | conv | stalled | abnormal
-        ok = end & (jnp.argmax(probs, -1) == targets)
+        ok = end & on_target
         if cfg.best_over == "solves":
             better = ok & (dist < best_dist)
             best_dist = jnp.where(better, dist, best_dist)
             best_adv = common.where_b(better, z, best_adv)
-            best_const = jnp.where(better, st.const, best_const)
-        c2, lo2, up2, count2, phase2, finished = _search_step(
-            cfg, jnp, st.const, st.lo, st.up, st.count, st.phase, ok
-        )
+            best_const = jnp.where(better, const, best_const)
+        new_search, finished = self.search.update(jnp, st.search, ok)
         done = st.done | (end & finished)
+        # the initial evaluation: CE and its gradient at x0 (const 1)
         st = st._replace(
             z=z,
             f=f,
             g=g,
-            probs=probs,
+            on_target=on_target,
             dist=dist,
             d=d,
             alpha=alpha,
@@ -475,71 +494,87 @@ def _lbfgs_impl(
             ls=ls,
             iters=iters,
             instant=st.instant & ~end,
-            const=jnp.where(end, c2, st.const),
-            lo=jnp.where(end, lo2, st.lo),
-            up=jnp.where(end, up2, st.up),
-            count=jnp.where(end, count2, st.count),
-            phase=jnp.where(end, phase2, st.phase),
+            initial=st.initial & ~first,
+            gce0=common.where_b(first, gt / cfg.loss_scale, st.gce0),
+            ce0=jnp.where(first, ce_t, st.ce0),
+            on_target0=jnp.where(first, hit_t, st.on_target0),
+            search=common.tree_where_b(end, new_search, st.search),
             best_dist=best_dist,
             best_adv=best_adv,
             best_const=best_const,
             last_adv=common.where_b(end, z, st.last_adv),
             last_dist=jnp.where(end, dist, st.last_dist),
-            last_const=jnp.where(end, st.const, st.last_const),
+            last_const=jnp.where(end, const, st.last_const),
             done=done,
             steps=steps,
             iterations=st.iterations + accept.astype(jnp.int32),
         )
-        return start(st, end & ~done)
+        return self._start(st, (end & ~done) | first, project, pgnorm, x0)
 
-    zeros_b = jnp.zeros((b,), f32)
-    zi = jnp.zeros((b,), jnp.int32)
-    c0 = jnp.full((b,), _first_const(cfg), f32)
-    init = _State(
-        z=x0,
-        f=zeros_b,
-        g=jnp.zeros_like(x0),
-        probs=probs0,
-        dist=zeros_b,
-        d=jnp.zeros_like(x0),
-        alpha=jnp.ones((b,), f32),
-        mem=jnp.zeros((b, 2 * m, n), f32),
-        sy=jnp.zeros((b, m, m), f32),
-        yy=jnp.zeros((b, m, m), f32),
-        age=jnp.full((b, m), -1, jnp.int32),
-        clock=zi,
-        ptr=zi,
-        cnt=zi,
-        ls=zi,
-        iters=zi,
-        instant=jnp.zeros((b,), bool),
-        const=c0,
-        lo=zeros_b,
-        up=jnp.full((b,), common.CONST_UPPER_INIT, f32),
-        count=zi,
-        phase=zi,
-        solves=zi,
-        best_dist=jnp.full((b,), jnp.inf, f32),
-        best_adv=x0,
-        best_const=zeros_b,
-        last_adv=x0,
-        last_dist=zeros_b,
-        last_const=c0,
-        done=jnp.zeros((b,), bool),
-        steps=zi,
-        iterations=zi,
-    )
-    st = jax.lax.while_loop(lambda st: ~jnp.all(st.done), body, start(init, ~init.done))
-    success = jnp.isfinite(st.best_dist)
-    return LBFGSResult(
-        adversarial=common.where_b(success, st.best_adv, st.last_adv),
-        success=success,
-        steps=st.steps,
-        const=st.last_const,
-        best_const=st.best_const,
-        distance=jnp.where(success, st.best_dist, st.last_dist),
-        iterations=st.iterations,
-        solves=st.solves,
+    def _start(self, st: _State, mask: Array, project, pgnorm, x0: Array) -> _State:
+        """(Re)start the solve of the rows in ``mask`` at x0 with their current const."""
+        cfg = self.config
+        const = st.search.const
+        g0 = (cfg.loss_scale * const)[:, None] * st.gce0
+        f0 = cfg.loss_scale * const * st.ce0
+        wb = common.where_b
+        return st._replace(
+            z=wb(mask, x0, st.z),
+            f=jnp.where(mask, f0, st.f),
+            g=wb(mask, g0, st.g),
+            on_target=jnp.where(mask, st.on_target0, st.on_target),
+            dist=jnp.where(mask, 0.0, st.dist),
+            d=wb(mask, -g0, st.d),
+            alpha=jnp.where(mask, 1.0, st.alpha),
+            age=jnp.where(mask[:, None], -1, st.age),
+            ptr=jnp.where(mask, 0, st.ptr),
+            cnt=jnp.where(mask, 0, st.cnt),
+            ls=jnp.where(mask, 0, st.ls),
+            iters=jnp.where(mask, 0, st.iters),
+            instant=jnp.where(mask, pgnorm(x0, g0) <= cfg.pgtol, st.instant),
+            solves=st.solves + mask.astype(jnp.int32),
+        )
+
+    def done(self, st: _State) -> Array:
+        return st.done
+
+    def result(self, fn, params, problem, st: _State, evaluations: Array) -> LBFGSResult:
+        del fn, params, problem, evaluations  # steps: the solves' own count (see the class)
+        success = jnp.isfinite(st.best_dist)
+        return LBFGSResult(
+            adversarial=common.where_b(success, st.best_adv, st.last_adv),
+            success=success,
+            steps=st.steps,
+            const=st.last_const,
+            best_const=st.best_const,
+            distance=jnp.where(success, st.best_dist, st.last_dist),
+            iterations=st.iterations,
+            solves=st.solves,
+        )
+
+
+def algorithm(config: LBFGSConfig) -> LBFGSAttack:
+    """The engine algorithm of ``config`` (``mode="jax"``; the scipy mode runs on the host)."""
+    if config.mode != "jax":
+        raise ValueError(
+            f"lbfgs: mode={config.mode!r} runs scipy on the host, not on the engine; use mode='jax'"
+        )
+    return LBFGSAttack(config)
+
+
+def _lbfgs_impl(
+    fn: ClassifierFn,
+    params: Any,
+    x: Array,
+    lengths: Array,
+    targets: Array,
+    *,
+    config: LBFGSConfig,
+) -> LBFGSResult:
+    # L-BFGS never reads the labels (success is argmax == target): -1 marks them absent
+    problem = engine.Problem(x, lengths, jnp.full_like(targets, -1), targets)
+    return engine.run(
+        LBFGSAttack(config), fn, params, problem, compact_levels=config.compact_levels
     )
 
 
@@ -591,7 +626,9 @@ def _lbfgs_scipy(fn, params, x, lengths, targets, config: LBFGSConfig) -> LBFGSR
             val, g, _, _ = evaluate(zv, const)
             return val, g
 
-        c, lo, up, count, phase = _first_const(cfg), 0.0, common.CONST_UPPER_INIT, 0, 0
+        rule = const_search(cfg)
+        st = rule.init(np, 1, dtype=np.float64)  # float64 consts, as Python floats were
+        c = float(st.const[0])
         best = (np.inf, row[0], 0.0)
         last = (row[0], 0.0, c)
         iters = solves = 0
@@ -616,9 +653,9 @@ def _lbfgs_scipy(fn, params, x, lengths, targets, config: LBFGSConfig) -> LBFGSR
             if ok and dist < best[0]:
                 best = (dist, full, c)
             last = (full, dist, c)
-            c, lo, up, count, phase, finished = _search_step(cfg, np, c, lo, up, count, phase, ok)
-            c, lo, up = float(c), float(lo), float(up)
-            if bool(finished):
+            st, finished = rule.update(np, st, np.array([ok]))
+            c = float(st.const[0])
+            if bool(finished[0]):
                 break
         success = np.isfinite(best[0])
         fields["adversarial"].append(best[1] if success else last[0])
