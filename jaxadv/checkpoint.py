@@ -6,7 +6,7 @@ A checkpoint directory holds::
                         # labels, provenance (source file SHA-256 or "trained"), jaxadv version
     <dir>/params/       # orbax StandardCheckpointer of the classifier params pytree
 
-The same loader serves converted Keras checkpoints (``python -m convert``), trained models and the
+The same loader serves converted Keras checkpoints (``jaxadv-convert``), trained models and the
 demo models. :func:`load_checkpoint` reads the sidecar first, rebuilds the
 :class:`~jaxadv.classifier.Classifier`, compares the stored tree structure and shapes with the
 model's abstract params (``jax.eval_shape`` of its init) and only then restores, so a checkpoint
@@ -212,7 +212,7 @@ def load_checkpoint(
     """Restore a checkpoint: ``(classifier, params, sidecar)``.
 
     Args:
-      directory: a directory written by :func:`save_checkpoint` (or ``python -m convert``).
+      directory: a directory written by :func:`save_checkpoint` (or ``jaxadv-convert``).
       expect: optional model name, model config or classifier the checkpoint must match (model,
         width, class count and every other architecture field); a mismatch raises a
         :class:`CheckpointError` naming both sides before any array is read.

@@ -62,19 +62,30 @@ def main(
     parser: argparse.ArgumentParser,
     run: Callable[[argparse.Namespace], Any],
     argv: Sequence[str] | None = None,
+    *,
+    compile_cache: bool = False,
 ) -> Any:
     """Parse ``argv`` with ``parser`` (which gets ``--debug``) and call ``run(args)``.
 
     A user error (:func:`user_errors`, or a ``SystemExit`` with a message) is printed as one line
     ``PROG: error: MESSAGE`` on stderr and exits with status 2; with ``--debug`` it is re-raised.
-    ``args.argv`` holds the arguments as given, for the record of the run.
+    ``args.argv`` holds the arguments as given, for the record of the run. With
+    ``compile_cache`` (the commands that compile attacks or training steps) the parser also gets
+    ``--cache-dir``/``--no-cache`` and JAX's persistent compilation cache is turned on before
+    ``run`` (:mod:`jaxadv.cache`), so a second run compiles nothing.
     """
     add_debug_flag(parser)
+    if compile_cache:
+        from jaxadv import cache
+
+        cache.add_cache_flags(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
     debug = bool(getattr(args, "debug", False))
     try:
+        if compile_cache:
+            cache.enable_from_args(args)
         return run(args)
     except user_errors() as e:
         if debug:

@@ -51,3 +51,25 @@ def test_summarize_gap():
 def test_shapes_must_match():
     with pytest.raises(ValueError, match="must be \\[R\\]"):
         M.best_known_snr(np.zeros(3), np.zeros(2), np.zeros(3, bool))
+
+
+def test_experiment_tables_report_each_attacks_gap():
+    from jaxadv.experiments import tables
+
+    def row(attack, fname, snr, ok, target=None, model="vgg13"):
+        return {"model": model, "attack": attack, "fname": fname, "target": target,
+                "snr_db": snr, "success": int(ok)}  # fmt: skip
+
+    rows = [
+        row("deepfool", "a.wav", 90.0, True), row("cw", "a.wav", 60.0, True),
+        row("deepfool", "b.wav", 80.0, True), row("cw", "b.wav", 85.0, True),
+        row("deepfool", "c.wav", 95.0, False), row("cw", "c.wav", 40.0, True),
+        row("cw", "a.wav", 70.0, True, model="crnn"),  # another model: its own best
+    ]  # fmt: skip
+    t = tables.gap_table(rows, ["deepfool", "cw"])
+    got = {r[0]: r[1:] for r in t.rows}
+    assert got["deepfool"] == (2, 2.5, pytest.approx(4.5))  # gaps 0, 5
+    assert got["cw"][0] == 4 and got["cw"][1] == pytest.approx(0.0)  # gaps 30, 0, 0, 0
+    b = {(r[0], r[1]): r[3:] for r in tables.best_known(rows).rows}
+    assert b[("vgg13", "a.wav")] == (90.0, "deepfool") and b[("vgg13", "c.wav")] == (40.0, "cw")
+    assert b[("crnn", "a.wav")] == (70.0, "cw")

@@ -25,7 +25,7 @@ print("HIT" if "/jax/compilation_cache/cache_hits" in hits else "MISS")
 
 
 def test_folder_resolution(monkeypatch, tmp_path):
-    monkeypatch.delenv(cache.ENV, raising=False)
+    monkeypatch.delenv(cache.ENV, raising=False)  # conftest.py turns the cache off for the suite
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache.cache_dir() == tmp_path / "jaxadv" / "xla"
     assert cache.cache_dir(tmp_path / "x") == tmp_path / "x"
@@ -52,8 +52,11 @@ def test_second_process_compiles_nothing(tmp_path):
     def run():
         res = subprocess.run(
             [sys.executable, "-c", PROGRAM, str(folder)],
-            capture_output=True, text=True, cwd=REPO, timeout=120,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )  # fmt: skip (the explicit folder overrides the suite's JAXADV_CACHE_DIR=off)
         assert res.returncode == 0, res.stderr
         return res.stdout.split()
 

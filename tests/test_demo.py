@@ -270,7 +270,9 @@ def _missing_render_tools() -> list[str]:
 def test_render_train_clips(tmp_path):
     """Render two train clips with fluidsynth and the FluidR3 soundfonts (both needed in CI)."""
     missing = _missing_render_tools()
-    if missing and os.environ.get("CI") != "true":  # CI installs them: there a skip would hide a gap
+    if (
+        missing and os.environ.get("CI") != "true"
+    ):  # CI installs them: there a skip would hide a gap
         pytest.skip(f"rendering needs the Debian packages {' '.join(missing)} (apt-get install)")
     out = tmp_path / "train"
     rows = R.render_split("train", out, per_class=1, labels=["Cello", "Bark"])
@@ -300,7 +302,9 @@ def test_render_errors_name_what_is_missing(tmp_path):
     fonts = {"GM": tmp_path / "gm.sf2", "GS": tmp_path / "gs.sf2"}
     for f in fonts.values():
         f.write_bytes(b"")
-    with pytest.raises(R.RenderError, match="'no-such-synth' not found.*apt-get install fluidsynth"):
+    with pytest.raises(
+        R.RenderError, match="'no-such-synth' not found.*apt-get install fluidsynth"
+    ):
         R.render_split("eval", tmp_path, labels=["Cello"], fonts=fonts, fluidsynth="no-such-synth")
     with pytest.raises(ValueError, match="'Meow' is not covered"):
         R.render_split("eval", tmp_path, labels=["Meow"])

@@ -73,12 +73,13 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def killed(module, argv, monkeypatch) -> None:
-    """Run a command through its ``main`` until its first attack batch, where it is killed."""
+    """Run a command through its ``main`` until its first attack sweep, where it is killed."""
 
     def die(*a, **k):
         raise KeyboardInterrupt("killed")
 
     with monkeypatch.context() as m:
+        m.setattr(E, "run_sweep", die)
         m.setattr(E, "run_batch", die)
         with pytest.raises(KeyboardInterrupt):
             module.main([str(a) for a in argv])
@@ -193,18 +194,21 @@ def test_resume_after_a_kill_gives_the_same_rows(tmp_path, monkeypatch):
     flags = ["--data", data, "--models", "vgg13", "--batch-size", "2", "--no-audio"]
     run_cmd(untargeted, tmp_path / "straight", *flags)
     calls = {"n": 0}
-    orig = E.run_batch
+    orig = E.run_sweep
 
-    def dying(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt("killed")
-        return orig(*a, **k)
+    def dying(model, key, cfg, left, waves, seed, slots, on_rows):
+        def store_then_die(*a):  # killed after the 4th group of finished jobs was stored
+            on_rows(*a)
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(E, "run_batch", dying)
+        return orig(model, key, cfg, left, waves, seed, slots, store_then_die)
+
+    monkeypatch.setattr(E, "run_sweep", dying)
     with pytest.raises(KeyboardInterrupt):
         run_cmd(untargeted, tmp_path / "killed", *flags)
-    monkeypatch.setattr(E, "run_batch", orig)
+    monkeypatch.setattr(E, "run_sweep", orig)
     with open(tmp_path / "killed" / "results.csv", "a") as f:
         f.write("vgg13,cw,torn")  # a write torn by the kill
     n_before = len(results.ResultStore(tmp_path / "killed" / "results.csv"))
@@ -353,21 +357,24 @@ def test_skipped_txt_follows_the_clips_and_a_short_class_is_recorded(tmp_path, m
 
 
 def test_resume_progress_counts_each_example_once(tmp_path, monkeypatch):
-    """A batch that lost a row to a torn write is redone in full and counted once."""
+    """A job that lost its row to a torn write is redone alone (job-level resume), counted once."""
     import tqdm
 
     clips = demo.eval_clips()[:5]
     waves = {c.fname: np.zeros(1000, np.float32) for c in clips}
     jobs = [E.Job(c) for c in clips]
+    ran = []
 
-    def fake(model, key, cfg, b, waves, seed, rows=None):
-        z = np.zeros(len(b))
-        met = SimpleNamespace(
-            original=z.astype(int), new_label=z.astype(int), success=z, gt_confidence=z,
-            new_confidence=z, gt_confidence_adv=z, target_confidence=z, snr_db=z, l2=z, linf=z,
-            steps=z.astype(int),
-        )  # fmt: skip
-        return met, None, np.zeros((len(b), 1000), np.float32), 0.0
+    def fake(model, key, cfg, left, waves, seed, slots, on_rows):
+        ran.append([j.clip.fname for j in left])
+        for j in left:  # one job finishes at a time, as the engine's sweep reports them
+            z = np.zeros(1)
+            met = SimpleNamespace(
+                original=z.astype(int), new_label=z.astype(int), success=z, gt_confidence=z,
+                new_confidence=z, gt_confidence_adv=z, target_confidence=z, snr_db=z, l2=z,
+                linf=z, steps=z.astype(int),
+            )  # fmt: skip
+            on_rows([j], met, np.zeros((1, 1000), np.float32), 0.0)
 
     bars = []
 
@@ -376,7 +383,7 @@ def test_resume_progress_counts_each_example_once(tmp_path, monkeypatch):
             super().__init__(*a, **k)
             bars.append(self)
 
-    monkeypatch.setattr(E, "run_batch", fake)
+    monkeypatch.setattr(E, "run_sweep", fake)
     monkeypatch.setattr(tqdm, "tqdm", Recorded)
     model = E.LoadedModel("vgg13", None, None, {}, Path("ck"))
     attacks = {"deepfool": ("deepfool", None)}
@@ -389,12 +396,13 @@ def test_resume_progress_counts_each_example_once(tmp_path, monkeypatch):
         (bar,) = bars
         return bar
 
-    bar = sweep()  # batches of 1, 2, 2 rows
-    assert bar.n == bar.total == 5
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[:-1]))  # the last batch now lacks a row
     bar = sweep()
-    assert bar.total == 5 and bar.initial == 3 and bar.n == 5
+    assert bar.n == bar.total == 5 and ran == [[c.fname for c in clips]]
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))  # the last job now lacks its row
+    bar = sweep()
+    assert bar.total == 5 and bar.initial == 4 and bar.n == 5
+    assert ran[-1] == [clips[-1].fname]  # only the unfinished job ran again
     assert len(results.ResultStore(path)) == 5
 
 

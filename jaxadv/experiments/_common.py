@@ -1,11 +1,12 @@
 """What the three experiment commands share: flags, presets, models, clips, and the sweep engine.
 
 A *job* is one clip attacked towards one target (or untargeted) with one attack on one model. The
-sweep groups a model's jobs into fixed batches (same bucket length, ``--batch-size`` rows, the
-batch plan a pure function of the job list), runs each batch as one compiled attack program
-(sharded over all local devices along the batch axis), evaluates it with one more forward pass,
-writes the adversarial audio, and appends the rows to the run's ``results.csv``. A batch whose
-rows are all present is skipped, so the same command after a kill redoes only unfinished work.
+sweep groups a model's jobs by bucket length and streams each bucket's jobs through the slots of
+one compiled attack program (:func:`jaxadv.attacks.sweep`: continuous batching — a finished job
+leaves its slot to the next one; at most ``--batch-size`` slots, sharded over all local devices),
+evaluates the finished jobs with one more forward pass, writes the adversarial audio, and
+appends their rows to the run's ``results.csv`` as they finish. A job whose row is present is
+skipped, so the same command after a kill redoes only unfinished jobs.
 
 A *run folder* is one whose ``config.json`` has ``"format": "jaxadv-run"`` (:data:`RUN_FORMAT`);
 a command writes into a run folder of its own experiment, a new folder or an empty one, and
@@ -86,10 +87,13 @@ def attack_configs(experiment: str, preset: str, model: str) -> dict[str, tuple[
                 "cw": ("cw", A.CWConfig.authors()),
             }
         else:
+            # minimal-norm budgets from the convergence study (experiments/README.md): each
+            # within 1 dB (median SNR) of 10x its budget on the demo models; finished examples
+            # leave their slot, so a large DeepFool budget costs only for the hard clips
             out = {
                 "noise": ("noise", A.NoiseConfig(snr_db=20.0)),
                 "fgsm": ("fgsm", A.FGSMConfig(snr_db=20.0)),
-                "deepfool": ("deepfool", A.DeepFoolConfig(steps=30, candidates=4)),
+                "deepfool": ("deepfool", A.DeepFoolConfig(steps=100, candidates=10)),
                 "cw": (
                     "cw",
                     A.CWConfig(
@@ -100,6 +104,10 @@ def attack_configs(experiment: str, preset: str, model: str) -> dict[str, tuple[
                     ),
                 ),
             }
+        if preset == "demo" and experiment == "untargeted":
+            # the fast minimal-norm attacks beside the paper's four (extra rows in the tables)
+            out["fmn"] = ("fmn", A.FMNConfig(steps=100))
+            out["ddn"] = ("ddn", A.DDNConfig(steps=100))
         if experiment == "transfer":
             out = {k: v for k, v in out.items() if k in ("deepfool", "cw")}
         return out
@@ -218,7 +226,7 @@ def parser(experiment: str, description: str) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODEL=DIR",
-        help="checkpoint folder of a model (python -m convert / python -m jaxadv.train output); "
+        help="checkpoint folder of a model (jaxadv-convert / python -m jaxadv.train output); "
         "default: the committed demo model. Repeat per model",
     )
     p.add_argument(
@@ -648,6 +656,67 @@ def rows_for_batch(
     return rows
 
 
+def sweep_slots(jobs: int, batch_size: int) -> int:
+    """Slots of an attack's sweep: :func:`jaxadv.attacks.engine.auto_slots` (about 4 jobs per
+    slot, at most ``--batch-size``), rounded up to a multiple of the local devices."""
+    import jax
+
+    from jaxadv.attacks import engine
+
+    d = jax.local_device_count()
+    return -(-engine.auto_slots(jobs, batch_size) // d) * d
+
+
+def run_sweep(
+    model: LoadedModel,
+    attack_key: str,
+    config: Any,
+    jobs: Sequence[Job],
+    waves: dict[str, np.ndarray],
+    seed: int,
+    slots: int,
+    on_rows: Any,
+) -> None:
+    """Attack ``jobs`` (one bucket) through ``slots`` slots of one program (continuous batching).
+
+    As jobs finish, their metrics are computed (one fixed-size metrics program per bucket) and
+    ``on_rows(jobs, metrics (host arrays), adversarial [k, N], seconds)`` is called, so results
+    are stored job by job.
+    """
+    import jax
+
+    from jaxadv import attacks as A
+
+    x, lens = stack(waves, jobs)
+    labels = np.array([j.clip.label_index for j in jobs], np.int32)
+    targeted = any(j.target >= 0 for j in jobs)
+    targets = np.array([j.target for j in jobs], np.int32) if targeted else None
+    key = None
+    if A.ATTACKS[attack_key].keyed:
+        key = np.stack([example_key(seed, model.name, j.clip.fname) for j in jobs])
+    clf, params = model.classifier, model.params
+    clock = [time.perf_counter()]
+
+    def on_results(items: list[tuple[int, Any]]) -> None:
+        idx = np.array([j for j, _ in items])
+        pad = np.resize(np.arange(len(idx)), slots)  # fixed rows: one metrics program
+        rows = idx[pad]
+        res = jax.tree.map(lambda *a: np.stack(a)[pad], *[r for _, r in items])
+        met = A.evaluate(
+            clf, params, x[rows], lens[rows], labels[rows], res,
+            targets=None if targets is None else targets[rows],
+        )  # fmt: skip
+        met = jax.tree.map(lambda a: np.asarray(a)[: len(idx)], met)
+        now = time.perf_counter()
+        secs, clock[0] = now - clock[0], now
+        on_rows([jobs[i] for i in idx], met, np.asarray(res.adversarial)[: len(idx)], secs)
+
+    A.sweep(
+        attack_key, clf, params, x, lens, labels, targets=targets, config=config, key=key,
+        slots=slots, on_results=on_results,
+    )  # fmt: skip
+
+
 def sweep(
     out: Path,
     store: Any,
@@ -661,42 +730,39 @@ def sweep(
     write_audio: bool,
     progress: bool = True,
 ) -> None:
-    """Run every attack on every job of one model, skipping batches already in ``store``."""
+    """Run every attack on every job of one model, skipping jobs already in ``store``.
+
+    Each (attack, length bucket) streams its jobs through the slots of one compiled program
+    (:func:`jaxadv.attacks.sweep`: finished jobs leave their slot to the next ones), and every
+    finished job is stored at once, so a killed run resumes job by job. L-BFGS's host-side
+    ``mode="scipy"`` runs in fixed batches instead (:func:`run_batch`).
+    """
     from tqdm import tqdm
 
     from jaxadv import audio
-
-    lengths = {k: len(v) for k, v in waves.items()}
-    batches = plan_batches([j for j in jobs if j.clip.fname in waves], lengths, batch_size)
     from jaxadv.frontend import bucket_length
 
-    def bucket_of(b: Sequence[Job]) -> int:
-        return bucket_length(max(lengths[j.clip.fname] for j in b))
-
-    rows: dict[int, int] = {}  # bucket -> rows of its compiled program
-    for b in batches:
-        rows[bucket_of(b)] = max(rows.get(bucket_of(b), 0), len(b))
+    lengths = {k: len(v) for k, v in waves.items()}
+    todo = [j for j in jobs if j.clip.fname in waves]
+    buckets: dict[int, list[Job]] = {}
+    for j in todo:
+        buckets.setdefault(bucket_length(lengths[j.clip.fname]), []).append(j)
     for name, (key, cfg) in attacks.items():
 
-        def finished(b: Sequence[Job], name: str = name) -> bool:
-            return all((model.name, name, j.clip.fname, j.target_name) in store for j in b)
+        def finished(j: Job, name: str = name) -> bool:
+            return (model.name, name, j.clip.fname, j.target_name) in store
 
-        total = sum(len(b) for b in batches)
-        # whole batches only: a batch with some rows missing (a torn write) is run again in full
-        done = sum(len(b) for b in batches if finished(b))
         bar = tqdm(
-            total=total,
-            initial=done,
+            total=len(todo),
+            initial=sum(finished(j) for j in todo),
             desc=f"{model.name}/{name}",
             unit="ex",
             disable=not progress,
             file=sys.stderr,
             dynamic_ncols=True,
         )
-        for b in batches:
-            if finished(b):
-                continue
-            met, x, adv, secs = run_batch(model, key, cfg, b, waves, seed, rows[bucket_of(b)])
+
+        def keep(b: Sequence[Job], met: Any, adv: np.ndarray, secs: float, name=name, bar=bar):
             files = [""] * len(b)
             if write_audio:
                 for i, j in enumerate(b):
@@ -706,6 +772,20 @@ def sweep(
                     files[i] = rel
             store.append(rows_for_batch(model.name, name, b, met, secs, files))
             bar.update(len(b))
+
+        for n in sorted(buckets):
+            left = [j for j in buckets[n] if not finished(j)]
+            if not left:
+                continue
+            if getattr(cfg, "mode", None) == "scipy":  # host-side fidelity mode: fixed batches
+                for b in plan_batches(left, lengths, batch_size):
+                    met, _, adv, secs = run_batch(model, key, cfg, b, waves, seed, batch_size)
+                    keep(b, met, adv, secs)
+                continue
+            # slots from the whole bucket, not what is left: a resumed run runs the same program
+            # (same rows per convolution), so its rows equal an uninterrupted run's bit for bit
+            slots = sweep_slots(len(buckets[n]), batch_size)
+            run_sweep(model, key, cfg, left, waves, seed, slots, keep)
         bar.close()
 
 

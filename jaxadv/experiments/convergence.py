@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxadv import cache, cli
+from jaxadv import cli
 
 BUDGET_FIELD = {"deepfool": "steps", "fmn": "steps", "ddn": "steps", "cw": "max_iterations"}
 BUCKET = 65536
@@ -224,7 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/convergence-demo"), help="run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing study")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    cache.add_cache_flags(p)
     return p
 
 
@@ -249,7 +248,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise cli.UserError(f"{out} already holds a convergence study; pass --overwrite or --out")
     if out.exists() and any(out.iterdir()) and not (out / "convergence.csv").exists():
         raise cli.UserError(f"{out} is not empty and not a convergence study; choose another --out")
-    cache.enable_from_args(args)
     rows = []
     for m in models:
         rows += study(m, attacks, budgets, args.clips, args.slots, not args.no_progress)
@@ -270,7 +268,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The command: a user error is one line on stderr and exit status 2 (``--debug``: raise)."""
-    cli.main(build_parser(), run, argv)
+    cli.main(build_parser(), run, argv, compile_cache=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,10 @@ def report(run: E.Run) -> list[tables.Table]:
             mat, labels, f"Targeted {a}: success % (all models)", run.out / f"figure2_{a}.png"
         )
         out += [t4, sm]
-    return out
+    gaps = tables.gap_table(rows, ATTACK_ORDER)
+    gaps.write(run.out, "gap_to_best_known")
+    tables.best_known(rows).write(run.out, "best_known")
+    return out + [gaps]
 
 
 def run(args: argparse.Namespace) -> E.Run:
@@ -67,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The command: a user error is one line on stderr and exit status 2 (``--debug``: raise)."""
-    cli.main(build_parser(), run, argv)
+    cli.main(build_parser(), run, argv, compile_cache=True)
 
 
 if __name__ == "__main__":

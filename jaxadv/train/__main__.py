@@ -16,7 +16,7 @@ from jaxadv import config as C
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The command (``--help``)."""
-    cli.main(build_parser(), _run, argv)
+    cli.main(build_parser(), _run, argv, compile_cache=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

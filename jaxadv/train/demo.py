@@ -36,7 +36,7 @@ MIN_ACCURACY = 0.90
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The command: a user error is one line on stderr, exit status 2 (``--debug``: raise)."""
-    cli.main(build_parser(), _run, argv)
+    cli.main(build_parser(), _run, argv, compile_cache=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
