@@ -7,14 +7,18 @@ random target among the labels of the demo set (seeded, never the clip's label).
 ``LBFGSConfig`` (bisect search over ``c``, ``--bss`` solves from ``--c0``, ``--iters`` iterations,
 memory ``--memory``) in both modes: ``mode="scipy"`` runs ``scipy.optimize.fmin_l_bfgs_b`` per
 example on the host with a jitted value-and-grad of one clip; ``mode="jax"`` is one compiled
-program over the batch. Reported: wall time of each (jaxadv's program compiled ahead of time and
+program over the batch, once per ``--first-step`` rule (``LBFGSConfig.first_step``; default: the
+config's default). Reported: wall time of each (jaxadv's program compiled ahead of time and
 reported apart; the scipy mode's jitted value-and-grad compiled by one call first), the ratio, success
-(``argmax == target`` by a fresh forward pass), median SNR over the successful examples, and the
-per-example SNR differences where both succeed.
+(``argmax == target`` by a fresh forward pass), median SNR over the successful examples, the
+examples whose solves never moved (no accepted iteration: with ``--bss 1``, a solve ended by a
+failed first line search), and the per-example SNR differences where both succeed.
 
 Usage::
 
     PYTHONPATH=. python benchmarks/lbfgs_vs_scipy.py --batch 32
+    PYTHONPATH=. python benchmarks/lbfgs_vs_scipy.py --batch 16 --bss 1 --iters 40 --c0 10 \
+        --first-step unit scipy
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from benchmarks.vs_foolbox import real_batch, resolve_checkpoint
 from jaxadv import attacks as A
 from jaxadv import config as C
 from jaxadv import demo
-from jaxadv.attacks.lbfgs import _lbfgs_jit, _lbfgs_scipy, _single_vg_jit
+from jaxadv.attacks.lbfgs import FIRST_STEPS, _lbfgs_jit, _lbfgs_scipy, _single_vg_jit
 from jaxadv.checkpoint import load_checkpoint
 
 
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_iterations=args.iters,
         memory=args.memory,
     )
+    first_steps = args.first_step or [cfg.first_step]
     rows: dict[str, Any] = {}
 
     def summary(res) -> dict[str, Any]:
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "success": float(np.mean(ok)),
             "median_snr_db": float(np.median(s)) if s.size else float("nan"),
             "evaluations": np.asarray(res.steps).tolist(),
+            "never_moved": int(np.sum(np.asarray(res.iterations) == 0)),
             "total_evaluations": int(np.sum(res.steps)),
             "max_evaluations": int(np.max(res.steps)),
             "snr_db": snr.tolist(),
@@ -75,11 +81,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     # jaxadv: one compiled program over the batch (compiled ahead of time, timed apart)
-    t = time.perf_counter()
-    compiled = _lbfgs_jit.lower(fn, params, xj, lj, tj, config=cfg).compile()
-    compile_s = time.perf_counter() - t
-    run_s, res = _common.timed(lambda: compiled(params, xj, lj, tj))
-    rows["jax"] = {"time_s": run_s, "compile_s": compile_s, **summary(res)}
+    for rule in first_steps:
+        jcfg = dataclasses.replace(cfg, first_step=rule)
+        t = time.perf_counter()
+        compiled = _lbfgs_jit.lower(fn, params, xj, lj, tj, config=jcfg).compile()
+        compile_s = time.perf_counter() - t
+        run_s, res = _common.timed(lambda compiled=compiled: compiled(params, xj, lj, tj))
+        rows[f"jax/{rule}"] = {"time_s": run_s, "compile_s": compile_s, **summary(res)}
+    jax_row = rows[f"jax/{first_steps[0]}"]
+    if args.no_scipy:
+        return {**_describe(args, ckpt, fn, meta, x, names, targets), "rows": rows}
 
     # scipy fidelity mode: compile its per-clip jitted value-and-grad (same config) first
     scipy_cfg = dataclasses.replace(cfg, mode="scipy")
@@ -92,9 +103,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_s, res_s = _common.timed(lambda: _lbfgs_scipy(fn, params, xj, lj, tj, scipy_cfg))
     rows["scipy"] = {"time_s": run_s, "warmup_s": warm_s, **summary(res_s)}
 
-    both = np.array(rows["jax"]["ok"]) & np.array(rows["scipy"]["ok"])
-    d = np.array(rows["jax"]["snr_db"])[both] - np.array(rows["scipy"]["snr_db"])[both]
+    both = np.array(jax_row["ok"]) & np.array(rows["scipy"]["ok"])
+    d = np.array(jax_row["snr_db"])[both] - np.array(rows["scipy"]["snr_db"])[both]
     d = d[np.isfinite(d)]
+    return {
+        **_describe(args, ckpt, fn, meta, x, names, targets),
+        "rows": rows,
+        "speedup": rows["scipy"]["time_s"] / jax_row["time_s"],
+        "success_diff": jax_row["success"] - rows["scipy"]["success"],
+        "median_snr_diff_db": jax_row["median_snr_db"] - rows["scipy"]["median_snr_db"],
+        "snr_diff_both_succeed_db": {
+            "n": int(d.size),
+            "median": float(np.median(d)) if d.size else float("nan"),
+            "min": float(np.min(d)) if d.size else float("nan"),
+            "max": float(np.max(d)) if d.size else float("nan"),
+        },
+    }
+
+
+def _describe(args, ckpt, fn, meta, x, names, targets) -> dict[str, Any]:
     return {
         "checkpoint": str(ckpt),
         "model": fn.model,
@@ -104,16 +131,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "samples": int(x.shape[1]),
         "clips": names,
         "targets": [C.LABELS[t] for t in targets],
-        "config": {"bss": args.bss, "c0": args.c0, "iters": args.iters, "memory": args.memory},
-        "rows": rows,
-        "speedup": rows["scipy"]["time_s"] / rows["jax"]["time_s"],
-        "success_diff": rows["jax"]["success"] - rows["scipy"]["success"],
-        "median_snr_diff_db": rows["jax"]["median_snr_db"] - rows["scipy"]["median_snr_db"],
-        "snr_diff_both_succeed_db": {
-            "n": int(d.size),
-            "median": float(np.median(d)) if d.size else float("nan"),
-            "min": float(np.min(d)) if d.size else float("nan"),
-            "max": float(np.max(d)) if d.size else float("nan"),
+        "config": {
+            "bss": args.bss,
+            "c0": args.c0,
+            "iters": args.iters,
+            "memory": args.memory,
+            "first_step": args.first_step or [A.LBFGSConfig().first_step],
         },
     }
 
@@ -127,6 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iters", type=int, default=100, help="L-BFGS iterations per solve")
     p.add_argument("--memory", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="target draw")
+    p.add_argument(
+        "--first-step",
+        nargs="+",
+        choices=FIRST_STEPS,
+        default=None,
+        help="LBFGSConfig.first_step rules of the jax mode, one run each (the first one is "
+        "compared with scipy; default: the config's default)",
+    )
+    p.add_argument("--no-scipy", action="store_true", help="run the jax mode only")
     _common.add_common_args(p)
     args = p.parse_args(argv)
     _common.apply_conv_vjp(args.conv_vjp)
@@ -143,10 +175,15 @@ def main(argv: list[str] | None = None) -> None:
             "warmup_s",
             "total_evaluations",
             "max_evaluations",
+            "never_moved",
             "success",
             "median_snr_db",
         ],
     )
+    if "speedup" not in r:
+        path = _common.write_record("lbfgs_vs_scipy", args, machine, r, args.out)
+        print(f"appended to {path}")
+        return
     d = r["snr_diff_both_succeed_db"]
     print(
         f"speed-up {r['speedup']:.1f}x, success diff {r['success_diff']:+.3f}, median SNR diff "

@@ -32,10 +32,12 @@ Two solvers:
   change the objective's geometry and start at ``0.999999 x``). Stopping follows scipy's
   L-BFGS-B: projected-gradient ``max |P(z - g) - z| <= pgtol`` (also at the start of a solve),
   relative reduction ``<= factr * eps64``, ``max_iterations``, and an abnormal line search
-  (after one memory reset) ends the solve. The first direction of a solve is ``-g`` with unit
-  step (scipy's for a fully boxed problem); later ones are the L-BFGS direction (compact
-  representation: two reads of the ``[B, 2m, N]`` memory per iteration, no gathers) with unit
-  step, backtracked by safeguarded quadratic interpolation (not scipy's Moré-Thuente search, so
+  (after one memory reset) ends the solve. The first direction of a solve is ``-g`` from step
+  ``min(1, 1 / ||g||)`` (``first_step="inverse_norm"``, the default), from unit step
+  (``"unit"``, the presets: its first trial ``P(z - g)`` is scipy's Cauchy point for a fully
+  boxed problem, but backtracking follows the projected path) or scipy's chord to that point
+  (``"scipy"``); later ones are the L-BFGS direction (compact representation: two reads of the
+  ``[B, 2m, N]`` memory per iteration, no gathers) with unit step, backtracked by safeguarded quadratic interpolation (not scipy's Moré-Thuente search, so
   iterates differ); a trial equal to ``f`` at float32 resolution ends the solve.
   ``optax.lbfgs`` was not used: vmapped over examples, its zoom line search's ``lax.cond``
   branches both run (two forward+backward passes per line-search step), and it has no bounds.
@@ -62,6 +64,7 @@ Array = jax.Array
 MODES = ("jax", "scipy")
 SEARCHES = ("bisect", "foolbox1")
 BEST_OVER = ("solves", "evaluations")
+FIRST_STEPS = ("unit", "scipy", "inverse_norm")
 ARMIJO = 1e-3  # scipy L-BFGS-B's dcsrch ftol (sufficient decrease)
 EPS64 = float(np.finfo(np.float64).eps)
 STALL_EPS = 4 * float(np.finfo(np.float32).eps)  # relative change below float32 resolution
@@ -99,6 +102,16 @@ class LBFGSConfig:
       max_doublings: doublings of ``c`` in the ``"foolbox1"`` search (30).
       best_over: keep the best success among solve results (``"solves"``, the authors) or among
         every evaluated point (``"evaluations"``, Foolbox's ``Adversarial`` object).
+      first_step: ``mode="jax"``: the line search of a steepest-descent start (a solve's first
+        iteration, a memory reset, a non-descent L-BFGS direction). ``"inverse_norm"`` (default):
+        ``P(z - alpha g)`` from ``alpha = min(1, 1 / ||g||)`` (L-BFGS-B's first step when some
+        variable is unbounded; Nocedal & Wright's); ``"scipy"``: scipy L-BFGS-B's rule for a
+        fully boxed problem, the chord to the Cauchy point, ``z + alpha (P(z - g) - z)`` from
+        ``alpha = 1``; ``"unit"`` (the presets): ``P(z - alpha g)`` from ``alpha = 1``. The
+        first trial of ``"unit"`` and ``"scipy"`` is the same point ``P(z - g)``, but with a
+        large ``c`` (``||g||`` grows with it) backtracking along the projected path barely moves
+        it off the box's vertex: on the demo VGG13 at ``c = 10`` most ``"unit"`` solves end after
+        ``max_linesearch`` trials without moving (``benchmarks/README.md``, L-BFGS section).
       compact_levels: ``mode="jax"``: each loop iteration evaluates only the examples still
         solving, in a batch of ``B``, ``B/2``, ... (``compact_levels`` halvings; 0 = always the
         whole batch); same results (see :func:`jaxadv.attacks.common.compact_map`).
@@ -119,6 +132,7 @@ class LBFGSConfig:
     search_epsilon: float = 1e-5
     max_doublings: int = 30
     best_over: str = "solves"
+    first_step: str = "inverse_norm"
     compact_levels: int = common.COMPACT_LEVELS
 
     def __post_init__(self) -> None:
@@ -140,6 +154,7 @@ class LBFGSConfig:
                 "search_epsilon": common.number(0.0, lo_open=True),
                 "max_doublings": common.integer(0),
                 "best_over": common.choice(BEST_OVER),
+                "first_step": common.choice(FIRST_STEPS),
                 "compact_levels": common.COMPACT_RULE,
             },
         )
@@ -153,6 +168,7 @@ class LBFGSConfig:
             initial_const=0.1,
             max_iterations=200,
             scores="logits",
+            first_step="unit",
         )
 
     @classmethod
@@ -171,6 +187,7 @@ class LBFGSConfig:
             distance="normalised",
             loss_scale=1e10,
             best_over="evaluations",
+            first_step="unit",
         )
 
 
@@ -374,6 +391,17 @@ class LBFGSAttack:
         (_, (f, ce, dist, ok)), g = jax.value_and_grad(tot, has_aux=True)(z)
         return f, ce, dist, ok, g, z
 
+    def _steepest(self, project: Any, z: Array, g: Array) -> tuple[Array, Array]:
+        """Direction and step of a steepest-descent start (a solve's first iteration, a memory
+        reset, a non-descent L-BFGS direction) under ``config.first_step``."""
+        rule = self.config.first_step
+        if rule == "unit":
+            return -g, jnp.ones(g.shape[:1], g.dtype)
+        if rule == "scipy":  # the chord to the Cauchy point P(z - g) (theta = 1), unit step
+            return project(z - g) - z, jnp.ones(g.shape[:1], g.dtype)
+        norm = jnp.sqrt(jnp.sum(g * g, -1))  # "inverse_norm": -g with step min(1, 1 / ||g||)
+        return -g, jnp.where(norm > 1.0, 1.0 / jnp.where(norm > 1.0, norm, 1.0), 1.0)
+
     def step(self, problem: engine.Problem, st: _State, e: Any, active: Array) -> _State:
         cfg = self.config
         b = st.z.shape[0]
@@ -461,9 +489,16 @@ class LBFGSAttack:
         bad = newdir & ~descent
         cnt = jnp.where(bad, 0, cnt)
         age = jnp.where(bad[:, None], -1, age)
-        d_new = common.where_b(descent, d_new, -g)
+        alpha_new = jnp.ones((b,), jnp.float32)
+        if cfg.first_step == "unit":
+            d_new = common.where_b(descent, d_new, -g)
+        else:  # a steepest-descent start (memory reset or non-descent) follows first_step
+            steep = reset | bad
+            d_sd, a_sd = self._steepest(project, z, g)
+            d_new = common.where_b(steep, d_sd, d_new)
+            alpha_new = jnp.where(steep, a_sd, alpha_new)
         d = common.where_b(newdir, d_new, st.d)
-        alpha = jnp.where(newdir, 1.0, jnp.where(reject & ~ls_fail, a_back, st.alpha))
+        alpha = jnp.where(newdir, alpha_new, jnp.where(reject & ~ls_fail, a_back, st.alpha))
 
         # end of a solve: success test, best-so-far, search over c, restart
         end = inst | conv | stalled | abnormal
@@ -517,6 +552,7 @@ class LBFGSAttack:
         const = st.search.const
         g0 = (cfg.loss_scale * const)[:, None] * st.gce0
         f0 = cfg.loss_scale * const * st.ce0
+        d0, a0 = self._steepest(project, x0, g0)
         wb = common.where_b
         return st._replace(
             z=wb(mask, x0, st.z),
@@ -524,8 +560,8 @@ class LBFGSAttack:
             g=wb(mask, g0, st.g),
             on_target=jnp.where(mask, st.on_target0, st.on_target),
             dist=jnp.where(mask, 0.0, st.dist),
-            d=wb(mask, -g0, st.d),
-            alpha=jnp.where(mask, 1.0, st.alpha),
+            d=wb(mask, d0, st.d),
+            alpha=jnp.where(mask, a0, st.alpha),
             age=jnp.where(mask[:, None], -1, st.age),
             ptr=jnp.where(mask, 0, st.ptr),
             cnt=jnp.where(mask, 0, st.cnt),
