@@ -213,6 +213,8 @@ def main(argv=None) -> None:
                     if args.full_vgg13 and args.peak_tflops:
                         rec["peak_fraction"] = _peak_fraction(clf, params, x, lens, args, rec)
                 records.append(rec)
+                print({k: round(v, 3) if isinstance(v, float) else v for k, v in rec.items()},
+                      flush=True)  # fmt: skip
             if len(got) == 2:
                 agree = float(np.mean(got["batch"].success == got["sweep"].success))
                 for r in records[-2:]:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _attack_helpers import chunked_problem, other_class
-from test_attacks_compile import TINY, _assert_close, _attack
+from test_attacks_compile import TINY, _assert_close, _atol, _attack, _slack
 
 from jaxadv import attacks as A
 from jaxadv.attacks import engine
@@ -54,7 +54,7 @@ def test_sweep_equals_each_job_alone(name):
             key=keys[j : j + 1],
         )  # fmt: skip
         alone = jax.tree.map(lambda a: np.asarray(a)[0], alone)
-        _assert_close(results[j], alone, steps_slack=1 if spec.name == "lbfgs" else 0)
+        _assert_close(results[j], alone, atol=_atol(name), steps_slack=_slack(name))
 
 
 def test_sweep_refills_slots_and_compiles_once():
