@@ -27,7 +27,7 @@ from jaxadv.experiments import results, targeted, transfer, untargeted
 FAST = [
     "--set", "cw.max_iterations=6", "--set", "cw.binary_search_steps=2",
     "--set", "deepfool.steps=4", "--set", "lbfgs.max_iterations=4",
-    "--set", "lbfgs.binary_search_steps=1",
+    "--set", "lbfgs.binary_search_steps=1", "--set", "fmn.steps=4", "--set", "ddn.steps=4",
 ]  # fmt: skip
 
 
@@ -138,12 +138,15 @@ def test_untargeted_smoke_writes_every_output(tmp_path):
     data = small_data(tmp_path / "data", ("Cello", "Bark", "Gong"))
     run = run_cmd(untargeted, out, "--data", data, "--models", "vgg13,dense_wav")
     rows = run.store.rows()
-    assert {r["attack"] for r in rows} == {"noise", "fgsm", "deepfool", "cw"}
+    assert {r["attack"] for r in rows} == {"noise", "fgsm", "deepfool", "cw", "fmn", "ddn"}
     assert {r["model"] for r in rows} == {"vgg13", "dense_wav"}
     assert header(out / "results.csv") == list(results.COLUMNS)
-    for stem in ("table2", "table3a_deepfool", "table3b_cw", "clean_accuracy"):
+    stems = ("table2", "table3a_deepfool", "table3b_cw", "clean_accuracy", "gap_to_best_known")
+    for stem in (*stems, "best_known"):
         assert (out / f"{stem}.md").is_file() and (out / f"{stem}.csv").is_file()
     assert header(out / "table2.csv") == ["Attack", "N", "Success %", "New", "GT New", "SNR (dB)"]
+    gaps = (out / "gap_to_best_known.csv").read_text().splitlines()
+    assert gaps[0] == "Attack,Successful,Gap median,Gap 90th pct" and len(gaps) == 7
     assert header(out / "table3b_cw.csv")[2:] == [
         "Acc. (success %)",
         "GT",
