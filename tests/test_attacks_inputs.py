@@ -142,7 +142,16 @@ BAD_FIELDS = [
     (A.CWConfig, "distance", "l1", r"one of \['mean', 'range', 'sum'\]"),
     (A.CWConfig, "scores", "probs", r"one of \['log_probs', 'logits'\]"),
     (A.CWConfig, "success", "prob", r"one of \['margin', 'threshold'\]"),
-    (A.CWConfig, "const_update", "foolbox", r"one of \['authors', 'carlini'\]"),
+    (A.CWConfig, "const_update", "foolbox", r"one of \['authors', 'carlini', 'geometric'\]"),
+    (A.CWConfig, "lr_schedule", "step", r"one of \['constant', 'cosine', 'exponential'\]"),
+    (A.CWConfig, "lr_final", 0.0, r"a finite number in \(0, 1\]"),
+    (A.CWConfig, "lr_relative", "std", r"one of \['none', 'peak', 'rms'\]"),
+    (A.CWConfig, "abort_period", 0, "None or an integer >= 1"),
+    (A.CWConfig, "abort_min_iterations", -1, "an integer >= 0"),
+    (A.CWConfig, "abort_on", "margin", r"one of \['distance', 'loss'\]"),
+    (A.CWConfig, "abort_tolerance", 1.5, r"a finite number in \[0, 1\]"),
+    (A.CWConfig, "restart", "last", r"one of \['best', 'zero'\]"),
+    (A.CWConfig, "const_factor", 1.0, "a finite number > 1"),
     (A.CWConfig, "untargeted_threshold", 0.0, r"a finite number in \(0, 1\]"),
     (A.CWConfig, "targeted_threshold", 1.5, r"a finite number in \(0, 1\]"),
     (A.CWConfig, "compact_levels", 1.5, "an integer >= 0"),
@@ -162,6 +171,7 @@ BAD_FIELDS = [
     (A.LBFGSConfig, "max_doublings", -1, "an integer >= 0"),
     (A.LBFGSConfig, "best_over", "points", r"one of \['evaluations', 'solves'\]"),
     (A.LBFGSConfig, "compact_levels", True, "an integer >= 0"),
+    (A.LBFGSConfig, "first_step", "cauchy", r"one of \['inverse_norm', 'scipy', 'unit'\]"),
 ]
 
 

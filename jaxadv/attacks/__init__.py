@@ -119,6 +119,7 @@ ATTACKS: dict[str, AttackSpec] = {
             "foolbox1": CWConfig.foolbox1,
             "authors": CWConfig.authors,
             "authors_cochlear_targeted": CWConfig.authors_cochlear_targeted,
+            "audio": CWConfig.audio,
         },
         _cw._cw_jit,
         "optional",
