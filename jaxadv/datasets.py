@@ -24,9 +24,10 @@ import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from jaxadv import audio
 from jaxadv import config as C
@@ -476,6 +477,57 @@ def _default_loader(sample_rate: int, authors_path: bool) -> Loader:
     return functools.partial(audio.load_audio, sample_rate=sample_rate, authors_path=authors_path)
 
 
+def balanced_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of fixed, near-equal batches: rows grouped by bucket length, at most ``batch_size``.
+
+    Buckets come in increasing length, rows in input order within a bucket. A bucket of ``n`` rows
+    is cut into ``k = ceil(n / batch_size)`` batches whose sizes differ by at most one, so after
+    padding the short ones to the longest, a bucket compiles one program instead of a second one
+    for a small remainder. The plan depends only on ``lengths`` (samples per row), so a resumed
+    sweep gets the same batches.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    buckets: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        buckets.setdefault(bucket_length(int(n)), []).append(i)
+    out: list[list[int]] = []
+    for n in sorted(buckets):
+        out += [list(b) for b in _balanced(buckets[n], batch_size)]
+    return out
+
+
+def _balanced(items: Sequence, batch_size: int) -> list[Sequence]:
+    k = -(-len(items) // batch_size)
+    cuts = [len(items) * i // k for i in range(k + 1)]
+    return [items[cuts[i] : cuts[i + 1]] for i in range(k)]
+
+
+def load_waves(
+    clips: Sequence[Clip],
+    *,
+    loader: Loader | None = None,
+    sample_rate: int = C.SAMPLE_RATE,
+    authors_path: bool = False,
+    on_error: str = "raise",
+    failures: list[Failure] | None = None,
+) -> dict[str, np.ndarray]:
+    """Load each clip once: ``{fname: [n] float32}`` in clip order (arguments as :func:`load_batch`).
+
+    With ``on_error="skip"`` a bad file is logged by name, appended to ``failures`` and left out.
+    """
+    if on_error not in _ON_ERROR:
+        raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+    loader = loader or _default_loader(sample_rate, authors_path)
+    out: dict[str, np.ndarray] = {}
+    for c in clips:
+        try:
+            out[c.fname] = _load_one(c, loader)
+        except (audio.AudioError, OSError, ValueError) as e:
+            _fail(c, e, on_error, failures)
+    return out
+
+
 def load_batch(
     clips: Sequence[Clip],
     *,
@@ -521,6 +573,7 @@ def iter_batches(
     authors_path: bool = False,
     on_error: str = "raise",
     failures: list[Failure] | None = None,
+    balanced: bool = False,
 ) -> Iterator[Batch]:
     """Yield batches of at most ``batch_size`` clips, each padded to a single bucket length.
 
@@ -530,6 +583,8 @@ def iter_batches(
     loaded lazily, one batch at a time. With ``on_error="skip"`` a clip that fails (header or
     decoding) is logged, appended to ``failures`` as ``Failure(clip, message)`` and replaced by the
     next clip of its bucket, so batches stay full. Only the last batch of a bucket may be smaller.
+    With ``balanced=True`` each bucket is cut into near-equal batches instead (the plan of
+    :func:`balanced_batches`, fixed before loading: a clip that fails leaves its batch one short).
 
     Args:
       clips: the clips.
@@ -542,6 +597,7 @@ def iter_batches(
       sample_rate, authors_path: passed to the default loader and length function.
       on_error: ``"raise"`` or ``"skip"``.
       failures: receives the skipped clips with their messages.
+      balanced: near-equal batches per bucket (see above) instead of full ones.
 
     Yields:
       :class:`Batch` ``(x [B, N], lengths [B], label_indices [B], clips)``.
@@ -562,6 +618,12 @@ def iter_batches(
         except (audio.AudioError, OSError, ValueError) as e:
             _fail(c, e, on_error, failures)
     for n in sorted(buckets):
+        if balanced:
+            for part in _balanced(buckets[n], batch_size):
+                batch = load_batch(part, loader=loader, on_error=on_error, failures=failures)
+                if batch is not None:
+                    yield batch
+            continue
         waves: list[np.ndarray] = []
         kept: list[Clip] = []
         for c in buckets[n]:
@@ -576,3 +638,18 @@ def iter_batches(
                 waves, kept = [], []
         if kept:
             yield pad_batch(waves, kept)
+
+
+def predict_batches(
+    predict: Callable[[np.ndarray, np.ndarray], ArrayLike],
+    clips: Sequence[Clip],
+    batch_size: int,
+    **batching: Any,
+) -> Iterator[tuple[Batch, np.ndarray]]:
+    """Clip-level predictions batch by batch: ``(batch, probs [B, C])`` for :func:`iter_batches`.
+
+    ``predict(x [B, N], lengths [B]) -> probs [B, C]`` (e.g. ``Classifier.predict`` with its
+    params); ``batching``: the keyword arguments of :func:`iter_batches` (loader, on_error, ...).
+    """
+    for batch in iter_batches(clips, batch_size, **batching):
+        yield batch, np.asarray(predict(batch.x, batch.lengths))

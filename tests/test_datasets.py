@@ -349,3 +349,25 @@ def test_load_batch_and_custom_loader(root):
         datasets.load_batch(clips, on_error="ignore")
     with pytest.raises(ValueError, match="batch_size"):
         next(datasets.iter_batches(clips, 0))
+
+
+def test_balanced_batches_and_balanced_iteration(root):
+    """Near-equal batches per bucket, buckets in increasing length, input order kept."""
+    lengths = [40000, 100000, 40000, 40000, 100000, 40000, 40000]
+    plan = datasets.balanced_batches(lengths, 4)
+    assert plan == [[0, 2], [3, 5, 6], [1, 4]]  # 5 short rows: 2 + 3, not 4 + 1
+    with pytest.raises(ValueError, match="batch_size"):
+        datasets.balanced_batches(lengths, 0)
+    clips = datasets.read_train(root)
+    waves = {c.path: np.ones(1000 * (i + 1), np.float32) for i, c in enumerate(clips)}
+    got = list(datasets.iter_batches(clips, 3, loader=waves.__getitem__,
+                                     length_fn=lambda p: len(waves[p]), balanced=True))  # fmt: skip
+    sizes = [len(b.clips) for b in got]
+    assert sizes == [len(b) for b in datasets.balanced_batches([len(w) for w in waves.values()], 3)]
+    assert [c.fname for b in got for c in b.clips] == [c.fname for c in clips]
+    loaded = datasets.load_waves(clips, loader=waves.__getitem__)
+    assert list(loaded) == [c.fname for c in clips]
+    preds = list(datasets.predict_batches(lambda x, n: np.asarray(n)[:, None] * np.ones((1, 2)),
+                                          clips, 3, loader=waves.__getitem__))  # fmt: skip
+    for b, p in preds:
+        assert p.shape == (len(b.clips), 2) and (p[:, 0] == b.lengths).all()

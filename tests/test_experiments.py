@@ -20,6 +20,7 @@ import pytest
 
 from jaxadv import audio, demo
 from jaxadv import config as C
+from jaxadv import datasets as D
 from jaxadv.cli import UserError
 from jaxadv.experiments import _common as E
 from jaxadv.experiments import results, targeted, transfer, untargeted
@@ -119,13 +120,13 @@ def check_transfer_rows(out: Path, base: Path, models: list[str]) -> None:
         mine = [t for t in trows if t["eval_model"] == m.name]
         if not mine:
             continue
-        waves = {}
-        for i, t in enumerate(mine):
-            r = src[(t["source_model"], t["attack"], t["fname"])]
-            waves[str(i)] = audio.load_audio(base / r["adv_file"])
-        jobs = [E.Job(SimpleNamespace(fname=str(i))) for i in range(len(mine))]
-        x, lens = E.stack(waves, jobs)
-        pred = np.asarray(jax.jit(m.classifier)(m.params, x, lens).probs).argmax(-1)
+        waves = [
+            audio.load_audio(base / src[(t["source_model"], t["attack"], t["fname"])]["adv_file"])
+            for t in mine
+        ]
+        labels = [SimpleNamespace(label_index=C.LABEL_INDEX[t["label"]]) for t in mine]
+        b = D.pad_batch(waves, labels)
+        pred = np.asarray(jax.jit(m.classifier)(m.params, b.x, b.lengths).probs).argmax(-1)
         for t, p in zip(mine, pred, strict=True):
             assert t["eval_prediction"] == C.LABELS[int(p)]
             assert t["fooled"] == str(int(t["eval_prediction"] != t["label"]))
@@ -453,7 +454,7 @@ def test_batches_are_balanced_per_bucket(n, batch):
     clips = demo.eval_clips()[:n]
     jobs = [E.Job(c) for c in clips]
     lengths = {c.fname: 40000 if i % 3 else 100000 for i, c in enumerate(clips)}  # two buckets
-    batches = E.plan_batches(jobs, lengths, batch)
+    batches = E.job_batches(jobs, lengths, batch)
     for bucket in (65536, 131072):
         sizes = [len(b) for b in batches if (lengths[b[0].clip.fname] > 65536) == (bucket > 65536)]
         assert max(sizes) <= batch and max(sizes) - min(sizes) <= 1

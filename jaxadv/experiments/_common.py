@@ -399,31 +399,33 @@ def clip_digest(clip: Clip) -> str:
     return f"{clip.label}:{h.hexdigest()[:16]}"
 
 
-def load_waves(
-    clips: Sequence[Clip], preset: str, failures: list[Failure]
-) -> dict[str, np.ndarray]:
-    """Load each clip once (bad files are reported by name in ``failures`` and left out).
+def clip_loader(preset: str) -> Any:
+    """``path -> [n] float32`` at 32 kHz: how the clips of a run are loaded.
 
-    With ``preset="paper"`` the authors' loading is used: 22 050 Hz then 32 kHz, zero-padded to a
+    With ``preset="paper"`` the authors' loading: 22 050 Hz then 32 kHz, zero-padded to a
     multiple of 65536 samples, and the padded length is the clip's length (their attacks perturb
     the padding too, ORIGINALS.md §2.3).
     """
     from jaxadv import audio
 
-    authors = preset == "paper"
-    out: dict[str, np.ndarray] = {}
-    for c in clips:
-        try:
-            w = audio.load_audio(c.path, authors_path=authors)
-        except (audio.AudioError, OSError, ValueError) as e:
-            msg = str(e) if isinstance(e, audio.AudioError) else f"'{c.path}': {e}"
-            log.warning("skipping %s (%s): %s", c.fname, c.label, msg)
-            failures.append(Failure(c, msg))
-            continue
-        if authors:
-            w = np.pad(w, (0, (-len(w)) % C.AUTHORS_BLOCK))
-        out[c.fname] = w
-    return out
+    if preset != "paper":
+        return audio.load_audio
+
+    def load(path: Path) -> np.ndarray:
+        w = audio.load_audio(path, authors_path=True)
+        return np.pad(w, (0, (-len(w)) % C.AUTHORS_BLOCK))
+
+    return load
+
+
+def load_waves(
+    clips: Sequence[Clip], preset: str, failures: list[Failure]
+) -> dict[str, np.ndarray]:
+    """Load each clip once (:func:`jaxadv.datasets.load_waves` with :func:`clip_loader`); bad
+    files are reported by name in ``failures`` and left out."""
+    from jaxadv import datasets as D
+
+    return D.load_waves(clips, loader=clip_loader(preset), on_error="skip", failures=failures)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,38 +496,20 @@ class Job:
         return C.LABELS[self.target] if self.target >= 0 else ""
 
 
-def plan_batches(jobs: Sequence[Job], lengths: dict[str, int], batch_size: int) -> list[list[Job]]:
-    """Fixed batches: jobs grouped by bucket length (in job order), at most ``batch_size`` each.
+def job_batches(jobs: Sequence[Job], lengths: dict[str, int], batch_size: int) -> list[list[Job]]:
+    """Jobs in the fixed batches of :func:`jaxadv.datasets.balanced_batches` (by clip length)."""
+    from jaxadv.datasets import balanced_batches
 
-    A bucket of ``n`` jobs is cut into ``k = ceil(n / batch_size)`` batches of near-equal size
-    (they differ by at most one row; :func:`run_batch` pads the short ones), so each bucket
-    compiles one program per attack instead of a second one for a small remainder. The plan
-    depends only on the jobs, so a resumed run gets the same batches.
-    """
-    from jaxadv.frontend import bucket_length
-
-    buckets: dict[int, list[Job]] = {}
-    for j in jobs:
-        buckets.setdefault(bucket_length(lengths[j.clip.fname]), []).append(j)
-    out = []
-    for n in sorted(buckets):
-        b = buckets[n]
-        k = -(-len(b) // batch_size)
-        cuts = [len(b) * i // k for i in range(k + 1)]
-        out += [b[cuts[i] : cuts[i + 1]] for i in range(k)]
-    return out
+    plan = balanced_batches([lengths[j.clip.fname] for j in jobs], batch_size)
+    return [[jobs[i] for i in b] for b in plan]
 
 
-def stack(waves: dict[str, np.ndarray], jobs: Sequence[Job]) -> tuple[np.ndarray, np.ndarray]:
-    """``x [B, N]`` zero-padded to the batch's bucket and ``lengths [B]``."""
-    from jaxadv.frontend import bucket_length
+def job_batch(waves: dict[str, np.ndarray], jobs: Sequence[Job]) -> Any:
+    """The jobs' clips as one :class:`jaxadv.datasets.Batch` (``x [B, N]`` zero-padded to the
+    bucket, ``lengths [B]``, ``label_indices [B]``)."""
+    from jaxadv.datasets import pad_batch
 
-    lens = np.array([len(waves[j.clip.fname]) for j in jobs], np.int32)
-    n = bucket_length(int(lens.max()))
-    x = np.zeros((len(jobs), n), np.float32)
-    for i, j in enumerate(jobs):
-        x[i, : lens[i]] = waves[j.clip.fname]
-    return x, lens
+    return pad_batch([waves[j.clip.fname] for j in jobs], [j.clip for j in jobs])
 
 
 def clean_predictions(
@@ -533,23 +517,33 @@ def clean_predictions(
 ) -> dict[str, tuple[int, float]]:
     """``{fname: (predicted index, ground-truth probability)}`` on the clean clips.
 
+    The clips go through :func:`jaxadv.datasets.predict_batches` (balanced bucket batches of the
+    loaded ``waves``), sharded over the local devices.
+
     Raises:
       CheckpointError: the model's outputs on a clip are not finite (NaN/Inf arrays), naming the
         checkpoint and the clip.
     """
     import jax
 
+    from jaxadv import datasets as D
     from jaxadv.checkpoint import REMAKE, CheckpointError
 
     fn = jax.jit(model.classifier)
     params = replicate(model.params)
-    jobs = [Job(c) for c in clips if c.fname in waves]
+
+    def predict(x: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        (xd, ld), n = shard([x, lens], len(x))
+        return np.asarray(fn(params, xd, ld).probs)[:n]
+
+    mine = [c for c in clips if c.fname in waves]
+    by_path = {c.path: waves[c.fname] for c in mine}
     out: dict[str, tuple[int, float]] = {}
-    for batch in plan_batches(jobs, {k: len(v) for k, v in waves.items()}, batch_size):
-        x, lens = stack(waves, batch)
-        (xd, ld), n = shard([x, lens], len(batch))
-        probs = np.asarray(fn(params, xd, ld).probs)[:n]
-        bad = [j.clip.fname for j, p in zip(batch, probs, strict=True) if not np.isfinite(p).all()]
+    for batch, probs in D.predict_batches(
+        predict, mine, batch_size, loader=by_path.__getitem__,
+        length_fn=lambda p: len(by_path[p]), balanced=True,
+    ):  # fmt: skip
+        bad = [c.fname for c, p in zip(batch.clips, probs, strict=True) if not np.isfinite(p).all()]
         if bad:
             raise CheckpointError(
                 f"{model.checkpoint}: model {model.name} gives non-finite outputs (NaN or Inf) "
@@ -557,8 +551,8 @@ def clean_predictions(
                 + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
                 + f"; its arrays are damaged or diverged: {REMAKE}"
             )
-        for j, p in zip(batch, probs, strict=True):
-            out[j.clip.fname] = (int(p.argmax()), float(p[j.clip.label_index]))
+        for c, p in zip(batch.clips, probs, strict=True):
+            out[c.fname] = (int(p.argmax()), float(p[c.label_index]))
     return out
 
 
@@ -600,8 +594,7 @@ def run_batch(
 
     from jaxadv import attacks as A
 
-    x, lens = stack(waves, jobs)
-    labels = np.array([j.clip.label_index for j in jobs], np.int32)
+    x, lens, labels, _ = job_batch(waves, jobs)
     targeted = any(j.target >= 0 for j in jobs)
     targets = np.array([j.target for j in jobs], np.int32) if targeted else None
     arrays = [x, lens, labels] + ([targets] if targeted else [])
@@ -687,8 +680,7 @@ def run_sweep(
 
     from jaxadv import attacks as A
 
-    x, lens = stack(waves, jobs)
-    labels = np.array([j.clip.label_index for j in jobs], np.int32)
+    x, lens, labels, _ = job_batch(waves, jobs)
     targeted = any(j.target >= 0 for j in jobs)
     targets = np.array([j.target for j in jobs], np.int32) if targeted else None
     key = None
@@ -778,7 +770,7 @@ def sweep(
             if not left:
                 continue
             if getattr(cfg, "mode", None) == "scipy":  # host-side fidelity mode: fixed batches
-                for b in plan_batches(left, lengths, batch_size):
+                for b in job_batches(left, lengths, batch_size):
                     met, _, adv, secs = run_batch(model, key, cfg, b, waves, seed, batch_size)
                     keep(b, met, adv, secs)
                 continue

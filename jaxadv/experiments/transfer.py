@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxadv import audio, cli
 from jaxadv import config as C
+from jaxadv import datasets as D
 from jaxadv.attacks import criteria
 from jaxadv.experiments import _common as E
 from jaxadv.experiments import results, tables
@@ -44,26 +45,23 @@ def evaluate_transfer(run: E.Run, rows: Sequence[dict], base: Path) -> list[dict
     for r in ok:
         advs[(r["model"], r["attack"], r["fname"])] = audio.load_audio(base / r["adv_file"])
     out = []
+    clip_of = {c.fname: c for c in run.clips}
     for m in run.models:
         fn = jax.jit(m.classifier)
         params = E.replicate(m.params)
         correct = {c.fname for c in E.correct_clips(run.clips, run.preds[m.name])}
         todo = [r for r in ok if r["model"] != m.name and r["fname"] in correct]
-        # one batch plan over the adversarial clips, keyed like clips
-        waves = {str(i): advs[(r["model"], r["attack"], r["fname"])] for i, r in enumerate(todo)}
-        jobs = [E.Job(_Key(str(i))) for i in range(len(todo))]
-        for batch in E.plan_batches(
-            jobs, {k: len(v) for k, v in waves.items()}, run.args.batch_size
-        ):
-            x, lens = E.stack(waves, batch)
-            labels = np.array([C.LABEL_INDEX[todo[int(j.clip.fname)]["label"]] for j in batch])
-            (xd, ld, yd), n = E.shard([x, lens, labels.astype(np.int32)], len(batch))
+        waves = [advs[(r["model"], r["attack"], r["fname"])] for r in todo]
+        # the adversarial clips in the fixed bucket batches of the library, labelled as their clip
+        for idx in D.balanced_batches([len(w) for w in waves], run.args.batch_size):
+            batch = D.pad_batch([waves[i] for i in idx], [clip_of[todo[i]["fname"]] for i in idx])
+            (xd, ld, yd), n = E.shard([batch.x, batch.lengths, batch.label_indices], len(idx))
             out_m = fn(params, xd, ld)
             pred = np.asarray(out_m.probs)[:n].argmax(-1)
             # the same criterion as the attacks' success: the clip decision left the label
             fooled = np.asarray(criteria.Misclassification(yd).is_adversarial(out_m))[:n]
-            for j, p, f in zip(batch, pred, fooled, strict=True):
-                r = todo[int(j.clip.fname)]
+            for i, p, f in zip(idx, pred, fooled, strict=True):
+                r = todo[i]
                 out.append(
                     {
                         "source_model": r["model"],
@@ -76,13 +74,6 @@ def evaluate_transfer(run: E.Run, rows: Sequence[dict], base: Path) -> list[dict
                     }
                 )
     return out
-
-
-class _Key:
-    """A stand-in clip for batching adversarial waveforms by index."""
-
-    def __init__(self, fname: str):
-        self.fname = fname
 
 
 # What an untargeted run reused by --from-untargeted must share with this command.

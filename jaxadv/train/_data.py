@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxadv import config as C
-from jaxadv.datasets import Clip, Failure, iter_batches
+from jaxadv.datasets import Clip, Failure, iter_batches, predict_batches
 
 log = logging.getLogger("jaxadv.train")
 
@@ -254,9 +254,11 @@ def clip_predictions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clip-level probabilities ``[n, C]`` and labels ``[n]`` of ``clips`` (bad files skipped)."""
     probs, labels = [], []
-    for batch in iter_batches(clips, batch_size, on_error="skip"):
-        # Classifier.predict: one module-level compiled program per (classifier, shape)
-        probs.append(np.asarray(classifier.predict(params, batch.x, batch.lengths)))
+    # Classifier.predict: one module-level compiled program per (classifier, shape)
+    for batch, p in predict_batches(
+        lambda x, n: classifier.predict(params, x, n), clips, batch_size, on_error="skip"
+    ):
+        probs.append(p)
         labels.append(batch.label_indices)
     if not probs:
         return np.zeros((0, classifier.num_classes)), np.zeros(0, int)
