@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 Row = Mapping[str, Any]
 
 
@@ -74,11 +76,6 @@ def _csv(v: Any) -> str:
     return str(v)
 
 
-def _mean(values: Iterable[float | None]) -> float:
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return sum(vals) / len(vals) if vals else float("nan")
-
-
 def _group(rows: Iterable[Row], key: Callable[[Row], Any]) -> dict[Any, list[Row]]:
     out: dict[Any, list[Row]] = {}
     for r in rows:
@@ -86,25 +83,55 @@ def _group(rows: Iterable[Row], key: Callable[[Row], Any]) -> dict[Any, list[Row
     return out
 
 
-def _stats(rows: Sequence[Row]) -> dict[str, float]:
-    ok = [r for r in rows if r["success"]]
-    return {
-        "n": float(len(rows)),
-        "success": 100.0 * len(ok) / len(rows) if rows else float("nan"),
-        "gt": _mean(r["gt_conf"] for r in rows),
-        "new": _mean(r["new_conf"] for r in ok),
-        "gt_new": _mean(r["gt_conf_adv"] for r in ok),
-        "snr": _mean(r["snr_db"] for r in ok),
-    }
+def _floats(rows: Sequence[Row], column: str) -> np.ndarray:
+    return np.array([np.nan if r[column] in (None, "") else float(r[column]) for r in rows], float)
+
+
+def row_metrics(rows: Sequence[Row]) -> Any:
+    """Result rows as :class:`jaxadv.attacks.metrics.AttackMetrics` (numeric ``[R]`` arrays).
+
+    ``fooled`` is the rows' ``success`` (the rows do not store the decision check separately),
+    ``original``/``new_label`` are label indices (-1 for a name not in ``config.LABELS``).
+    """
+    from jaxadv import config as C
+    from jaxadv.attacks.metrics import AttackMetrics
+
+    def index(column: str) -> np.ndarray:
+        return np.array([C.LABEL_INDEX.get(r[column], -1) for r in rows], np.int32)
+
+    ok = np.array([bool(r["success"]) for r in rows], bool)
+    return AttackMetrics(
+        success=ok,
+        fooled=ok,
+        original=index("original"),
+        new_label=index("adversarial"),
+        new_confidence=_floats(rows, "new_conf"),
+        gt_confidence=_floats(rows, "gt_conf"),
+        gt_confidence_adv=_floats(rows, "gt_conf_adv"),
+        target_confidence=_floats(rows, "target_conf"),
+        snr_db=_floats(rows, "snr_db"),
+        l2=_floats(rows, "l2"),
+        linf=_floats(rows, "linf"),
+        steps=np.array([int(r["steps"] or 0) for r in rows], np.int64),
+    )
+
+
+def _summary(rows: Sequence[Row]) -> dict[str, float]:
+    """:func:`jaxadv.attacks.metrics.summarize` of rows (its columns, e.g. ``success_pct``)."""
+    from jaxadv.attacks.metrics import summarize
+
+    return summarize(row_metrics(rows))
 
 
 def table2(rows: Sequence[Row], attacks: Sequence[str]) -> Table:
     """Table 2: per attack, over all models: Success %, New, GT New, SNR (dB)."""
+    from jaxadv.attacks.metrics import TABLE2
+
     by = _group(rows, lambda r: r["attack"])
     out = []
     for a in attacks:
-        s = _stats(by.get(a, []))
-        out.append((a, int(s["n"]), s["success"], s["new"], s["gt_new"], s["snr"]))
+        s = _summary(by.get(a, []))
+        out.append((a, int(s["n"]), *(s[k] for k in TABLE2)))
     return Table(
         "Table 2: untargeted attacks across all models",
         ("Attack", "N", "Success %", "New", "GT New", "SNR (dB)"),
@@ -115,11 +142,13 @@ def table2(rows: Sequence[Row], attacks: Sequence[str]) -> Table:
 
 def table3(rows: Sequence[Row], attack: str, models: Sequence[str]) -> Table:
     """Table 3 (a)/(b): per model for one attack: Acc. (success %), GT, New, GT new, SNR."""
+    from jaxadv.attacks.metrics import TABLE3
+
     by = _group((r for r in rows if r["attack"] == attack), lambda r: r["model"])
     out = []
     for m in models:
-        s = _stats(by.get(m, []))
-        out.append((m, int(s["n"]), s["success"], s["gt"], s["new"], s["gt_new"], s["snr"]))
+        s = _summary(by.get(m, []))
+        out.append((m, int(s["n"]), *(s[k] for k in TABLE3)))
     return Table(
         f"Table 3: {attack} per model",
         ("Model", "N", "Acc. (success %)", "GT", "New", "GT new", "SNR (dB)"),
@@ -128,44 +157,55 @@ def table3(rows: Sequence[Row], attack: str, models: Sequence[str]) -> Table:
     )
 
 
-def pair_matrix(
-    rows: Sequence[Row], labels: Sequence[str], value: Callable[[Sequence[Row]], float], title: str
-) -> Table:
-    """A source-label × target-label matrix (rows: source, columns: target); diagonal "NA"."""
+def pair_matrix(rows: Sequence[Row], labels: Sequence[str], column: str) -> np.ndarray:
+    """``[L, L]`` summary ``column`` (e.g. ``"snr"``, ``"success_pct"``) of the rows of each
+    source-label (row) → target-label (column) pair; NaN on the diagonal and for empty pairs."""
     by = _group(rows, lambda r: (r["label"], r["target"]))
+    out = np.full((len(labels), len(labels)), np.nan)
+    for i, src in enumerate(labels):
+        for j, tgt in enumerate(labels):
+            if src != tgt:
+                out[i, j] = _summary(by.get((src, tgt), []))[column]
+    return out
+
+
+def matrix_table(
+    matrix: np.ndarray, labels: Sequence[str], title: str, note: str = "", digits: int = 2
+) -> Table:
+    """A source × target matrix as a table (rows: source, columns: target); diagonal "NA"."""
     out = []
-    for src in labels:
-        cells: list[Any] = [src]
-        for tgt in labels:
-            cells.append("NA" if src == tgt else value(by.get((src, tgt), [])))
-        out.append(tuple(cells))
-    return Table(title, ("Source \\ Target", *labels), tuple(out))
+    for i, src in enumerate(labels):
+        cells = ["NA" if i == j else float(matrix[i, j]) for j in range(len(labels))]
+        out.append((src, *cells))
+    return Table(title, ("Source \\ Target", *labels), tuple(out), note, digits)
 
 
 def table4(rows: Sequence[Row], attack: str, labels: Sequence[str]) -> Table:
     """Table 4: mean SNR (dB) of successful targeted attacks per source→target pair, all models."""
     sel = [r for r in rows if r["attack"] == attack]
-    t = pair_matrix(
-        sel,
+    return matrix_table(
+        pair_matrix(sel, labels, "snr"),
         labels,
-        lambda rs: _mean(r["snr_db"] for r in rs if r["success"]),
         f"Table 4: mean SNR (dB) of successful targeted {attack} attacks, all models",
+        "Rows: source (true) label; columns: target label.",
     )
-    return dataclasses.replace(
-        t, digits=2, note="Rows: source (true) label; columns: target label."
+
+
+def success_pct_matrix(rows: Sequence[Row], attack: str, labels: Sequence[str]) -> np.ndarray:
+    """Figure 2's numbers: ``[L, L]`` targeted success % per source→target pair, all models."""
+    return pair_matrix([r for r in rows if r["attack"] == attack], labels, "success_pct")
+
+
+def success_table(matrix: np.ndarray, attack: str, labels: Sequence[str]) -> Table:
+    """The table of :func:`success_pct_matrix`'s matrix."""
+    return matrix_table(
+        matrix, labels, f"Targeted {attack} success % per source→target pair, all models"
     )
 
 
 def success_matrix(rows: Sequence[Row], attack: str, labels: Sequence[str]) -> Table:
-    """Figure 2's numbers: targeted success % per source→target pair, all models."""
-    sel = [r for r in rows if r["attack"] == attack]
-    t = pair_matrix(
-        sel,
-        labels,
-        lambda rs: 100.0 * sum(bool(r["success"]) for r in rs) / len(rs) if rs else float("nan"),
-        f"Targeted {attack} success % per source→target pair, all models",
-    )
-    return dataclasses.replace(t, digits=2)
+    """Figure 2's numbers as a table (:func:`success_pct_matrix`, :func:`success_table`)."""
+    return success_table(success_pct_matrix(rows, attack, labels), attack, labels)
 
 
 def table5(transfer_rows: Sequence[Row], models: Sequence[str]) -> Table:
@@ -200,8 +240,6 @@ def table5(transfer_rows: Sequence[Row], models: Sequence[str]) -> Table:
 
 def _gaps(rows: Sequence[Row]) -> tuple[Any, Any, dict[tuple, int]]:
     """Best-known SNR and gap (dB) of each row; examples = model x clip x target."""
-    import numpy as np
-
     from jaxadv.attacks import metrics
 
     ids: dict[tuple, int] = {}

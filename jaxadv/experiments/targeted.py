@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-import numpy as np
-
 from jaxadv import cli
 from jaxadv import config as C
 from jaxadv.experiments import _common as E
@@ -41,9 +39,9 @@ def report(run: E.Run) -> list[tables.Table]:
     for a in ATTACK_ORDER:
         t4 = tables.table4(rows, a, labels)
         t4.write(run.out, f"table4_{a}")
-        sm = tables.success_matrix(rows, a, labels)
+        mat = tables.success_pct_matrix(rows, a, labels)  # once: the table and the figure
+        sm = tables.success_table(mat, a, labels)
         sm.write(run.out, f"figure2_{a}_success")
-        mat = np.array([[np.nan if v == "NA" else float(v) for v in r[1:]] for r in sm.rows])
         figures.success_matrix(
             mat, labels, f"Targeted {a}: success % (all models)", run.out / f"figure2_{a}.png"
         )
