@@ -512,7 +512,7 @@ def load_waves(
     on_error: str = "raise",
     failures: list[Failure] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Load each clip once: ``{fname: [n] float32}`` in clip order (arguments as :func:`load_batch`).
+    """Load each clip once: ``{fname: [n] float32}`` in clip order (arguments: :func:`load_batch`).
 
     With ``on_error="skip"`` a bad file is logged by name, appended to ``failures`` and left out.
     """

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxadv.experiments import figures, results, tables
+from jaxadv.experiments import arrays, figures, results, tables
 
 
 def row(**kw):
@@ -114,3 +114,39 @@ def test_figures_are_written(tmp_path):
     p3 = figures.spectrograms([("clean", x), ("adv (40.0 dB)", x + 1e-3)], tmp_path / "fig3.png")
     for p in (p1, p2, p3):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_array_store_round_trip_and_resume(tmp_path):
+    """Parts appended atomically, keyed by job; a reopened store has them, a later part wins, a
+    part torn by a kill is removed, and a read-only store creates and removes nothing."""
+    folder = tmp_path / "run" / arrays.FOLDER
+    assert len(arrays.ArrayStore(folder, writable=False)) == 0 and not folder.exists()
+    s = arrays.ArrayStore(folder)
+    a = np.linspace(-1, 1, 1000, dtype=np.float32)
+    k1, k2 = ("vgg13", "cw", "a.wav", ""), ("vgg13", "cw", "a.wav", "Oboe")
+    s.append({k1: a, k2: a[:10]})
+    s.append({("crnn", "deepfool", "b.wav", ""): a[:5] * 2})
+    (folder / "part-000002.npz.tmp").write_bytes(b"PK torn")  # killed while writing a part
+    ro = arrays.ArrayStore(folder, writable=False)
+    assert (folder / "part-000002.npz.tmp").exists() and len(ro) == 3
+    r = arrays.ArrayStore(folder)  # reopened to resume
+    assert not (folder / "part-000002.npz.tmp").exists()
+    assert len(r) == 3 and k2 in r and ("vgg13", "cw", "b.wav", "") not in r
+    np.testing.assert_array_equal(r[k1], a)
+    assert r[k1].dtype == np.float32 and r[k2].shape == (10,)
+    r.append({k1: a + 1})  # a job redone after a kill between its part and its row
+    assert len(arrays.ArrayStore(folder)) == 3
+    np.testing.assert_array_equal(arrays.ArrayStore(folder)[k1], a + 1)
+    assert r.get(("x", "y", "z", "")) is None
+    with pytest.raises(ValueError, match="read-only"):
+        ro.append({k1: a})
+    with pytest.raises(ValueError, match="without"):
+        s.append({("vgg13", "cw", "a|b.wav", ""): a})
+    # a row's waveform: from the store, else from its WAV file (a run of an older jaxadv)
+    from jaxadv import audio
+
+    audio.write_audio(tmp_path / "run" / "x.wav", a, subtype="FLOAT")
+    old = row(model="gcnn", adv_file="x.wav")
+    np.testing.assert_array_equal(arrays.adversarial(r, old, tmp_path / "run"), a)
+    np.testing.assert_array_equal(arrays.adversarial(r, row(target=""), tmp_path / "run"), a + 1)
+    assert arrays.adversarial(r, row(model="none"), tmp_path / "run") is None

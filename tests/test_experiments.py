@@ -23,7 +23,7 @@ from jaxadv import config as C
 from jaxadv import datasets as D
 from jaxadv.cli import UserError
 from jaxadv.experiments import _common as E
-from jaxadv.experiments import results, targeted, transfer, untargeted
+from jaxadv.experiments import arrays, results, targeted, transfer, untargeted
 
 FAST = [
     "--set", "cw.max_iterations=6", "--set", "cw.binary_search_steps=2",
@@ -100,7 +100,8 @@ def refused(module, argv, capfd) -> str:
 def check_transfer_rows(out: Path, base: Path, models: list[str]) -> None:
     """transfer.csv in ``out`` has one row per successful DeepFool/C&W example of the run in
     ``base`` and other model that is right on the clean clip, and each row's prediction is that
-    model's on the example's audio."""
+    model's on the example's waveform (from the array store of ``base``; equal to its WAV file,
+    if the run wrote one)."""
     import jax
 
     trows = read_csv(out / "transfer.csv")
@@ -116,14 +117,17 @@ def check_transfer_rows(out: Path, base: Path, models: list[str]) -> None:
     got = {(t["source_model"], t["attack"], t["fname"], t["eval_model"]) for t in trows}
     assert want and got == want and len(trows) == len(want)
     src = {(r["model"], r["attack"], r["fname"]): r for r in ok}
+    store = arrays.ArrayStore(base / arrays.FOLDER, writable=False)
     for m in E.load_models(models, {k: demo.models_dir() / k for k in models}, "demo"):
         mine = [t for t in trows if t["eval_model"] == m.name]
         if not mine:
             continue
-        waves = [
-            audio.load_audio(base / src[(t["source_model"], t["attack"], t["fname"])]["adv_file"])
-            for t in mine
-        ]
+        waves = []
+        for t in mine:
+            r = src[(t["source_model"], t["attack"], t["fname"])]
+            waves.append(store[results.row_key(r)])
+            if r["adv_file"]:
+                np.testing.assert_array_equal(waves[-1], audio.load_audio(base / r["adv_file"]))
         labels = [SimpleNamespace(label_index=C.LABEL_INDEX[t["label"]]) for t in mine]
         b = D.pad_batch(waves, labels)
         pred = np.asarray(jax.jit(m.classifier)(m.params, b.x, b.lengths).probs).argmax(-1)
@@ -225,6 +229,12 @@ def test_resume_after_a_kill_gives_the_same_rows(tmp_path, monkeypatch):
 
     a, b = table(tmp_path / "straight"), table(tmp_path / "killed")
     assert len(a) == len(b) > n_before and a == b
+    # the adversarial waveforms too, bit for bit, one per row (--no-audio: no WAV files)
+    sa, sb = (arrays.ArrayStore(tmp_path / d / arrays.FOLDER) for d in ("straight", "killed"))
+    assert sorted(sa.keys()) == sorted(sb.keys()) and len(sa) == len(a)
+    for k in sa.keys():
+        np.testing.assert_array_equal(sa[k], sb[k])
+    assert not (tmp_path / "straight" / "audio").exists()
 
 
 def test_corrupt_clip_and_unknown_label_are_reported_by_name_and_skipped(tmp_path, capsys):
@@ -259,6 +269,24 @@ def test_corrupt_clip_and_unknown_label_are_reported_by_name_and_skipped(tmp_pat
     names = {r["fname"] for r in run.store.rows()}
     assert bad not in names and "banjo01.flac" not in names
     assert names == set(run.waves)
+
+
+def test_a_no_audio_run_has_figure3_and_transfers(tmp_path):
+    """--no-audio writes no WAV files, but the waveforms are in the array store: Figure 3 is
+    drawn and transfer --from-untargeted works from the run."""
+    out = tmp_path / "u"
+    data = small_data(tmp_path / "data", ("Cello", "Oboe"))
+    models = ["vgg13", "crnn"]
+    run = run_cmd(untargeted, out, "--data", data, "--models", ",".join(models), "--no-audio")
+    rows = run.store.rows()
+    assert rows and all(r["adv_file"] == "" for r in rows) and not (out / "audio").exists()
+    assert {results.row_key(r) for r in rows} == set(run.arrays.keys())
+    for m in models:
+        assert (out / f"figure3_{m}.png").stat().st_size > 5000
+    x = tmp_path / "x"
+    run_cmd(transfer, x, "--data", data, "--models", ",".join(models), "--from-untargeted",
+            str(out), "--no-audio")  # fmt: skip
+    check_transfer_rows(x, out, models)
 
 
 def test_a_changed_command_does_not_mix_into_an_old_run(tmp_path, monkeypatch, capfd):
@@ -330,8 +358,9 @@ def test_transfer_refuses_an_untargeted_run_of_other_settings(tmp_path, monkeypa
     quiet = tmp_path / "q"
     killed(untargeted, ["--out", quiet, "--data", data, "--models", "vgg13", "--no-audio"],
            monkeypatch)  # fmt: skip
+    shutil.rmtree(quiet / arrays.FOLDER)  # as a --no-audio run of a jaxadv without the store
     line = refused(transfer, [*argv[:-1], quiet], capfd)
-    assert "that run was made with --no-audio" in line
+    assert "that run was made with --no-audio by an older jaxadv" in line
     assert snapshot(src) == before and not x.exists()
 
 

@@ -4,8 +4,9 @@ A *job* is one clip attacked towards one target (or untargeted) with one attack 
 sweep groups a model's jobs by bucket length and streams each bucket's jobs through the slots of
 one compiled attack program (:func:`jaxadv.attacks.sweep`: continuous batching — a finished job
 leaves its slot to the next one; at most ``--batch-size`` slots, sharded over all local devices),
-evaluates the finished jobs with one more forward pass, writes the adversarial audio, and
-appends their rows to the run's ``results.csv`` as they finish. A job whose row is present is
+evaluates the finished jobs with one more forward pass, stores their adversarial waveforms
+(:mod:`jaxadv.experiments.arrays`; WAV files too unless ``--no-audio``), and appends their rows
+to the run's ``results.csv`` as they finish. A job whose row is present is
 skipped, so the same command after a kill redoes only unfinished jobs.
 
 A *run folder* is one whose ``config.json`` has ``"format": "jaxadv-run"`` (:data:`RUN_FORMAT`);
@@ -257,7 +258,12 @@ def parser(experiment: str, description: str) -> argparse.ArgumentParser:
         help="override one attack setting, e.g. --set cw.max_iterations=500 (repeatable)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for clip choice and noise")
-    p.add_argument("--no-audio", action="store_true", help="do not write adversarial WAV files")
+    p.add_argument(
+        "--no-audio",
+        action="store_true",
+        help="do not write adversarial WAV files (the waveforms are stored in adversarial/ "
+        "either way, for Figure 3 and transfer)",
+    )
     add_debug_flag(p)
     return p
 
@@ -720,9 +726,14 @@ def sweep(
     batch_size: int,
     seed: int,
     write_audio: bool,
+    arrays: Any = None,
     progress: bool = True,
 ) -> None:
     """Run every attack on every job of one model, skipping jobs already in ``store``.
+
+    ``arrays``: the run's :class:`~jaxadv.experiments.arrays.ArrayStore`, which receives each
+    finished job's adversarial waveform before its row (None: not stored); ``write_audio``: also
+    write it as a WAV file for listening (the row's ``adv_file``).
 
     Each (attack, length bucket) streams its jobs through the slots of one compiled program
     (:func:`jaxadv.attacks.sweep`: finished jobs leave their slot to the next ones), and every
@@ -755,6 +766,15 @@ def sweep(
         )
 
         def keep(b: Sequence[Job], met: Any, adv: np.ndarray, secs: float, name=name, bar=bar):
+            if arrays is not None:  # before the rows: a stored row always has its waveform
+                arrays.append(
+                    {
+                        (model.name, name, j.clip.fname, j.target_name): adv[
+                            i, : lengths[j.clip.fname]
+                        ]
+                        for i, j in enumerate(b)
+                    }
+                )
             files = [""] * len(b)
             if write_audio:
                 for i, j in enumerate(b):
@@ -964,6 +984,7 @@ class Run:
     preds: dict[str, dict[str, tuple[int, float]]] = dataclasses.field(default_factory=dict)
     write_audio: bool = True
     configs: dict[str, dict[str, tuple[str, Any]]] = dataclasses.field(default_factory=dict)
+    arrays: Any = None  # the run's ArrayStore of adversarial waveforms
 
     def attacks(self, model: str) -> dict[str, tuple[str, Any]]:
         """The attacks of this experiment for one model, with the ``--set`` overrides."""
@@ -998,8 +1019,9 @@ FINGERPRINT_FLAGS = {
 
 
 def writes_audio(args: argparse.Namespace, experiment: str) -> bool:
-    """Whether the run writes adversarial audio (always for transfer: its audio is transferred)."""
-    return experiment == "transfer" or not args.no_audio
+    """Whether the run writes adversarial WAV files (the waveforms themselves are always stored
+    in the run's array store, :mod:`jaxadv.experiments.arrays`)."""
+    return not args.no_audio
 
 
 def fingerprint(
@@ -1114,6 +1136,8 @@ def start_run(
     finite clean predictions, the fingerprint of a resumed run, and ``check(fingerprint)`` if
     given); then the run folder, ``config.json`` (first), ``skipped.txt`` and ``results.csv``.
     """
+    from jaxadv.experiments.arrays import FOLDER as ARRAYS_FOLDER
+    from jaxadv.experiments.arrays import ArrayStore
     from jaxadv.experiments.results import ResultStore
 
     out = setup_run(args, experiment)
@@ -1193,6 +1217,7 @@ def start_run(
         },
     )
     report_failures(out, failures)
+    run.arrays = ArrayStore(out / ARRAYS_FOLDER)
     run.store = ResultStore(out / "results.csv")
     return run
 
@@ -1237,6 +1262,7 @@ def attack_models(
         sweep(
             run.out, run.store, m, run.attacks(m.name), jobs, run.waves,
             batch_size=run.args.batch_size, seed=run.args.seed, write_audio=audio,
+            arrays=run.arrays,
         )  # fmt: skip
 
 
@@ -1249,6 +1275,11 @@ def print_outputs(run: Run, tables: Sequence[Any]) -> None:
         print("\n" + t.to_markdown())
     print(f"Run folder: {run.out}")
     print(summary_lines(run.out, files))
+    if run.arrays is not None and len(run.arrays):
+        print(
+            f"  {run.arrays.folder.name}/: {len(run.arrays)} adversarial waveforms (.npz parts, "
+            "keyed by model|attack|fname|target)"
+        )
     n_audio = len(list((run.out / "audio").rglob("*.wav"))) if (run.out / "audio").is_dir() else 0
     if n_audio:
         print(f"  audio/: {n_audio} adversarial WAV files (32 kHz, float)")

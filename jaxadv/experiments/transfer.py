@@ -19,12 +19,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxadv import audio, cli
+from jaxadv import cli
 from jaxadv import config as C
 from jaxadv import datasets as D
 from jaxadv.attacks import criteria
 from jaxadv.experiments import _common as E
-from jaxadv.experiments import results, tables
+from jaxadv.experiments import arrays, results, tables
 from jaxadv.experiments.untargeted import untargeted_jobs
 
 TRANSFER_COLUMNS = (
@@ -39,11 +39,19 @@ TRANSFER_COLUMNS = (
 
 
 def evaluate_transfer(run: E.Run, rows: Sequence[dict], base: Path) -> list[dict]:
-    """Apply every successful example of ``rows`` (audio under ``base``) to every other model."""
-    ok = [r for r in rows if r["success"] and r["adv_file"] and r["attack"] in ("deepfool", "cw")]
+    """Apply every successful example of ``rows`` to every other model.
+
+    The examples are read from the array store of the run folder ``base`` (opened read-only;
+    the WAV files of a run of an older jaxadv, which has none).
+    """
+    store = arrays.ArrayStore(base / arrays.FOLDER, writable=False)
+    ok = [r for r in rows if r["success"] and r["attack"] in ("deepfool", "cw")]
     advs = {}
     for r in ok:
-        advs[(r["model"], r["attack"], r["fname"])] = audio.load_audio(base / r["adv_file"])
+        wave = arrays.adversarial(store, r, base)
+        if wave is not None:
+            advs[(r["model"], r["attack"], r["fname"])] = wave
+    ok = [r for r in ok if (r["model"], r["attack"], r["fname"]) in advs]
     out = []
     clip_of = {c.fname: c for c in run.clips}
     for m in run.models:
@@ -82,7 +90,7 @@ SOURCE_KEYS = ("preset", "data", "split", "per_class", "seed")
 
 def check_source(base: Path) -> dict:
     """The config of ``--from-untargeted DIR``, which must be an untargeted run folder with
-    results and adversarial audio; nothing in it is ever written."""
+    results and adversarial waveforms; nothing in it is ever written."""
     doc = E.read_run_config(base)
     if doc is None or doc.get("experiment") != "untargeted":
         what = "no such folder" if not base.exists() else "not an untargeted run folder"
@@ -94,10 +102,11 @@ def check_source(base: Path) -> dict:
         raise cli.UserError(
             f"--from-untargeted {base}: the run has no results.csv yet; finish (resume) it first"
         )
-    if (doc.get("fingerprint") or {}).get("audio") is False:
+    if (doc.get("fingerprint") or {}).get("audio") is False and not (base / arrays.FOLDER).is_dir():
         raise cli.UserError(
-            f"--from-untargeted {base}: that run was made with --no-audio, so it has no "
-            "adversarial audio to transfer; rerun it without --no-audio (in a new --out)"
+            f"--from-untargeted {base}: that run was made with --no-audio by an older jaxadv, "
+            f"so it has neither adversarial audio nor {arrays.FOLDER}/ to transfer; rerun it "
+            "(in a new --out)"
         )
     return doc
 
@@ -131,8 +140,7 @@ def run(args: argparse.Namespace) -> E.Run:
             )
     else:
         base = r.out
-        # the adversarial audio is what gets transferred: always written (run.write_audio)
-        E.attack_models(r, untargeted_jobs)
+        E.attack_models(r, untargeted_jobs)  # the waveforms go to r.arrays, which transfer reads
         rows = [x for x in r.store.rows() if x["model"] in names and x["fname"] in r.waves]
     trows = evaluate_transfer(r, rows, base)
     with open(r.out / "transfer.csv", "w", newline="") as f:

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxadv import cli
 from jaxadv.experiments import _common as E
-from jaxadv.experiments import figures, results, tables
+from jaxadv.experiments import arrays, figures, results, tables
 
 ATTACK_ORDER = ("noise", "fgsm", "deepfool", "cw", "fmn", "ddn")  # fmn, ddn: demo preset only
 
@@ -28,22 +28,26 @@ def figure3(run: E.Run, model: str, rows: Sequence[dict], fname: str | None = No
     """Spectrograms of one clip and its C&W and DeepFool versions (SNR in the titles).
 
     Uses ``fname`` if given, else the first clip on which both attacks succeeded on ``model``,
-    else the first clip both attacked (a failed attack is marked in its panel's title).
+    else the first clip both attacked (a failed attack is marked in its panel's title). The
+    adversarial waveforms come from the run's array store (so also with ``--no-audio``).
     """
-    from jaxadv import audio
-
-    mine = [r for r in rows if r["model"] == model and r["adv_file"]]
+    mine = [r for r in rows if r["model"] == model]
     by = {(r["attack"], r["fname"]): r for r in mine}
     names = [fname] if fname else [r["fname"] for r in mine if r["attack"] == "cw"]
     both = [f for f in names if ("cw", f) in by and ("deepfool", f) in by]
+    advs = {}
+    for f in both:
+        pair = [arrays.adversarial(run.arrays, by[(a, f)], run.out) for a in ("cw", "deepfool")]
+        if all(w is not None for w in pair):
+            advs[f] = pair
+    both = [f for f in both if f in advs]
     good = [f for f in both if by[("cw", f)]["success"] and by[("deepfool", f)]["success"]]
     if not both:
         return None
     f = (good or both)[0]
-    cw, df = by[("cw", f)], by[("deepfool", f)]
-    panels = [(f"{cw['label']} ({f})", run.waves[f])]
-    for title, r in (("C&W", cw), ("DeepFool", df)):
-        adv = audio.load_audio(run.out / r["adv_file"])
+    panels = [(f"{by[('cw', f)]['label']} ({f})", run.waves[f])]
+    for title, r, adv in zip(("C&W", "DeepFool"), (by[("cw", f)], by[("deepfool", f)]), advs[f],
+                             strict=True):  # fmt: skip
         what = r["adversarial"] if r["success"] else "not adversarial"
         panels.append((f"{title} → {what} ({r['snr_db']:.1f} dB)", adv))
     return figures.spectrograms(panels, run.out / f"figure3_{model}.png")
