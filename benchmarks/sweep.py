@@ -65,10 +65,10 @@ class CompileClock:
 
 
 def demo_configs() -> dict[str, object]:
-    """The demo targeted preset's configs (jaxadv.experiments._common.attack_configs)."""
-    from jaxadv.experiments import _common as E
+    """The demo targeted preset's configs (jaxadv.experiments.configs.targeted)."""
+    from jaxadv.experiments.configs import get_config
 
-    return {k: cfg for k, (_, cfg) in E.attack_configs("targeted", "demo", "vgg13").items()}
+    return {k: cfg for k, (_, cfg) in get_config("targeted", "demo").attacks("vgg13").items()}
 
 
 def demo_jobs(clf, params, per_class: int):

@@ -39,12 +39,10 @@ import numpy as np
 from jaxadv import config as C
 from jaxadv.cli import UserError, add_debug_flag
 from jaxadv.datasets import Clip, Failure
+from jaxadv.experiments.configs import ALL_MODELS, PRESETS, family, get_config
 
 log = logging.getLogger("jaxadv.experiments")
 
-IQBAL_MODELS = ("vgg13", "crnn", "gcnn")
-ALL_MODELS = ("vgg13", "crnn", "gcnn", "dense_mel", "dense_wav")
-PRESETS = ("demo", "paper")
 RUN_FORMAT = "jaxadv-run"  # the "format" of a run folder's config.json
 RUN_FORMAT_VERSION = 1
 
@@ -60,76 +58,10 @@ DEMO_NOTE = (
 # ---------------------------------------------------------------------------------------------
 
 
-def family(model: str) -> str:
-    """``"iqbal"`` for vgg13/crnn/gcnn, ``"cochlear"`` for dense_mel/dense_wav."""
-    return "iqbal" if model in IQBAL_MODELS else "cochlear"
-
-
 def attack_configs(experiment: str, preset: str, model: str) -> dict[str, tuple[str, Any]]:
-    """Attacks of an experiment as ``{row name: (ATTACKS key, config)}`` for one model.
-
-    ``paper``: the authors' settings (ORIGINALS.md §5): white noise and FGSM at 20 dB (the SNR of
-    the paper's Table 2; their script's rms_ratio 6 is 15.6 dB), DeepFool and C&W as in
-    ``VinodS7/audio-adversaries`` (including their deviations), L-BFGS 200 (Iqbal) / 1000
-    (Cochlear) iterations, targeted Cochlear C&W 2000 iterations without abort.
-    ``demo``: the library's reference algorithms with budgets cut to run in minutes.
-    """
-    from jaxadv import attacks as A
-
-    fam = family(model)
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    if experiment in ("untargeted", "transfer"):
-        if preset == "paper":
-            out = {
-                "noise": ("noise", A.NoiseConfig(snr_db=20.0)),
-                "fgsm": ("fgsm", dataclasses.replace(A.FGSMConfig.authors(), snr_db=20.0)),
-                "deepfool": ("deepfool", A.DeepFoolConfig.authors()),
-                "cw": ("cw", A.CWConfig.authors()),
-            }
-        else:
-            # minimal-norm budgets from the convergence study (experiments/README.md): each
-            # within 1 dB (median SNR) of 10x its budget on the demo models; finished examples
-            # leave their slot, so a large DeepFool budget costs only for the hard clips
-            out = {
-                "noise": ("noise", A.NoiseConfig(snr_db=20.0)),
-                "fgsm": ("fgsm", A.FGSMConfig(snr_db=20.0)),
-                "deepfool": ("deepfool", A.DeepFoolConfig(steps=100, candidates=10)),
-                "cw": (
-                    "cw",
-                    A.CWConfig(
-                        binary_search_steps=3,
-                        max_iterations=60,
-                        learning_rate=1e-3,
-                        initial_const=1e-1,
-                    ),
-                ),
-            }
-        if preset == "demo" and experiment == "untargeted":
-            # the fast minimal-norm attacks beside the paper's four (extra rows in the tables)
-            out["fmn"] = ("fmn", A.FMNConfig(steps=100))
-            out["ddn"] = ("ddn", A.DDNConfig(steps=100))
-        if experiment == "transfer":
-            out = {k: v for k, v in out.items() if k in ("deepfool", "cw")}
-        return out
-    if experiment == "targeted":
-        if preset == "paper":
-            cw = A.CWConfig.authors() if fam == "iqbal" else A.CWConfig.authors_cochlear_targeted()
-            lb = A.LBFGSConfig.authors() if fam == "iqbal" else A.LBFGSConfig.authors_cochlear()
-            return {"lbfgs": ("lbfgs", lb), "cw": ("cw", cw)}
-        return {
-            "lbfgs": (
-                "lbfgs",
-                A.LBFGSConfig(binary_search_steps=2, max_iterations=25, initial_const=1.0),
-            ),
-            "cw": (
-                "cw",
-                A.CWConfig(
-                    binary_search_steps=3, max_iterations=60, learning_rate=1e-3, initial_const=1.0
-                ),
-            ),
-        }
-    raise ValueError(f"unknown experiment {experiment!r}")
+    """Attacks of an experiment as ``{row name: (ATTACKS key, config)}`` for one model: the
+    experiment's config module (:mod:`jaxadv.experiments.configs`) with ``preset``."""
+    return get_config(experiment, preset).attacks(model)
 
 
 def _coerce(text: str, current: Any, hint: Any) -> Any:
@@ -1144,7 +1076,7 @@ def start_run(
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.per_class is None:
-        args.per_class = C.UNTARGETED_PER_CLASS if args.preset == "paper" else 1
+        args.per_class = get_config(experiment, args.preset).per_class
     if args.per_class < 1:
         raise UserError(f"--per-class must be at least 1, got {args.per_class}")
     names = parse_models(args.models)

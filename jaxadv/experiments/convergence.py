@@ -38,9 +38,9 @@ COLUMNS = (
 def base_configs(model: str, attacks: Sequence[str]) -> dict[str, Any]:
     """Each attack's demo config (the untargeted demo preset; FMN/DDN their defaults)."""
     from jaxadv import attacks as A
-    from jaxadv.experiments import _common as E
+    from jaxadv.experiments.configs import get_config
 
-    demo_cfgs = {k: cfg for k, (_, cfg) in E.attack_configs("untargeted", "demo", model).items()}
+    demo_cfgs = {k: cfg for k, (_, cfg) in get_config("untargeted", "demo").attacks(model).items()}
     out = {}
     for a in attacks:
         if a not in BUDGET_FIELD:

@@ -1,0 +1,67 @@
+"""Experiment 1 (untargeted): white noise, FGSM, DeepFool and C&W against each model.
+
+Run::
+
+    python -m jaxadv.experiments.untargeted                      # --preset demo
+    python -m jaxadv.experiments.untargeted --preset paper --data /data/FSDKaggle2018 \\
+        --split train --checkpoint vgg13=ckpt/vgg13 ...          # every model's checkpoint
+
+``paper``: the authors' settings (ORIGINALS.md §5): white noise and FGSM at 20 dB (the SNR of
+the paper's Table 2; their script's ``rms_ratio`` 6 is 15.6 dB), DeepFool and C&W as in
+``VinodS7/audio-adversaries`` (including their deviations), 6 clips per class. Expected (the
+paper's Table 2, 246 clips, the original models): success noise 21.14 %, FGSM 31.14 %, DeepFool
+99.99 % at 41.81 dB, C&W 99.51 % at 46.23 dB.
+
+``demo``: minimal-norm budgets from the convergence study (``experiments/README.md``), each within
+1 dB (median SNR) of 10x its budget on the demo models; finished examples leave their slot, so a
+large DeepFool budget costs only for the hard clips. Also runs the fast minimal-norm attacks FMN
+and DDN (extra rows). 1 clip per class. Expected on the demo models (``experiments/README.md``):
+noise and FGSM at 20.00 dB with 60-65 % success, C&W 100 % success near 37 dB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jaxadv.experiments.configs import Attack, ExperimentConfig, check_preset
+
+
+def attacks(preset: str) -> tuple[Attack, ...]:
+    """The four attacks of the paper's Table 2 with ``preset``'s settings (any model)."""
+    from jaxadv import attacks as A
+
+    check_preset(preset)
+    if preset == "paper":
+        return (
+            Attack("noise", "noise", A.NoiseConfig(snr_db=20.0)),
+            Attack("fgsm", "fgsm", dataclasses.replace(A.FGSMConfig.authors(), snr_db=20.0)),
+            Attack("deepfool", "deepfool", A.DeepFoolConfig.authors()),
+            Attack("cw", "cw", A.CWConfig.authors()),
+        )
+    return (
+        Attack("noise", "noise", A.NoiseConfig(snr_db=20.0)),
+        Attack("fgsm", "fgsm", A.FGSMConfig(snr_db=20.0)),
+        Attack("deepfool", "deepfool", A.DeepFoolConfig(steps=100, candidates=10)),
+        Attack(
+            "cw",
+            "cw",
+            A.CWConfig(
+                binary_search_steps=3, max_iterations=60, learning_rate=1e-3, initial_const=1e-1
+            ),
+        ),
+    )
+
+
+def get_config(preset: str) -> ExperimentConfig:
+    """The untargeted experiment with ``preset`` (``"demo"`` or ``"paper"``)."""
+    from jaxadv import attacks as A
+    from jaxadv import config as C
+
+    out = attacks(preset)
+    if preset == "demo":  # the fast minimal-norm attacks beside the paper's four
+        out += (
+            Attack("fmn", "fmn", A.FMNConfig(steps=100)),
+            Attack("ddn", "ddn", A.DDNConfig(steps=100)),
+        )
+    per_class = C.UNTARGETED_PER_CLASS if preset == "paper" else 1
+    return ExperimentConfig("untargeted", preset, per_class, out, out)

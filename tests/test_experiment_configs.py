@@ -1,0 +1,72 @@
+"""The per-experiment config modules give exactly the presets the commands ran before them."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import pytest
+
+from jaxadv import attacks as A
+from jaxadv.experiments import configs
+
+
+def former_attack_configs(experiment: str, preset: str, model: str) -> dict:
+    """A frozen copy of ``attack_configs`` as it was before the config modules (the reference)."""
+    fam = "iqbal" if model in ("vgg13", "crnn", "gcnn") else "cochlear"
+    if experiment in ("untargeted", "transfer"):
+        if preset == "paper":
+            out = {
+                "noise": ("noise", A.NoiseConfig(snr_db=20.0)),
+                "fgsm": ("fgsm", dataclasses.replace(A.FGSMConfig.authors(), snr_db=20.0)),
+                "deepfool": ("deepfool", A.DeepFoolConfig.authors()),
+                "cw": ("cw", A.CWConfig.authors()),
+            }
+        else:
+            out = {
+                "noise": ("noise", A.NoiseConfig(snr_db=20.0)),
+                "fgsm": ("fgsm", A.FGSMConfig(snr_db=20.0)),
+                "deepfool": ("deepfool", A.DeepFoolConfig(steps=100, candidates=10)),
+                "cw": ("cw", A.CWConfig(binary_search_steps=3, max_iterations=60,
+                                        learning_rate=1e-3, initial_const=1e-1)),
+            }  # fmt: skip
+        if preset == "demo" and experiment == "untargeted":
+            out["fmn"] = ("fmn", A.FMNConfig(steps=100))
+            out["ddn"] = ("ddn", A.DDNConfig(steps=100))
+        if experiment == "transfer":
+            out = {k: v for k, v in out.items() if k in ("deepfool", "cw")}
+        return out
+    if preset == "paper":
+        cw = A.CWConfig.authors() if fam == "iqbal" else A.CWConfig.authors_cochlear_targeted()
+        lb = A.LBFGSConfig.authors() if fam == "iqbal" else A.LBFGSConfig.authors_cochlear()
+        return {"lbfgs": ("lbfgs", lb), "cw": ("cw", cw)}
+    return {
+        "lbfgs": ("lbfgs", A.LBFGSConfig(binary_search_steps=2, max_iterations=25,
+                                         initial_const=1.0)),
+        "cw": ("cw", A.CWConfig(binary_search_steps=3, max_iterations=60, learning_rate=1e-3,
+                                initial_const=1.0)),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("experiment", configs.EXPERIMENTS)
+@pytest.mark.parametrize("preset", configs.PRESETS)
+def test_get_config_gives_the_former_presets(experiment, preset):
+    module = importlib.import_module(f"jaxadv.experiments.configs.{experiment}")
+    cfg = module.get_config(preset)
+    assert cfg == configs.get_config(experiment, preset)
+    assert (cfg.experiment, cfg.preset) == (experiment, preset)
+    assert cfg.per_class == (6 if preset == "paper" else 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.per_class = 2
+    for model in configs.ALL_MODELS:
+        got = cfg.attacks(model)
+        want = former_attack_configs(experiment, preset, model)
+        assert list(got) == list(want) and got == want, (experiment, preset, model)
+    assert f"python -m jaxadv.experiments.{experiment}" in module.__doc__
+
+
+def test_unknown_presets_and_experiments_are_refused():
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        configs.get_config("untargeted", "fast")
+    with pytest.raises(ValueError, match="unknown experiment"):
+        configs.get_config("convergence", "demo")
