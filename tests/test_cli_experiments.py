@@ -19,7 +19,9 @@ import pytest
 from jaxadv import cli, demo
 from jaxadv import config as C
 from jaxadv.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from jaxadv.experiments import _common as E
+from jaxadv.experiments import flags as F
+from jaxadv.experiments import models as M
+from jaxadv.experiments import runfolder as RF
 from jaxadv.experiments import targeted, transfer, untargeted
 
 
@@ -100,7 +102,9 @@ def test_a_run_folder_of_an_older_jaxadv_is_refused(tmp_path, capfd):
 def test_a_run_folder_of_another_experiment_is_refused(tmp_path, capfd):
     out = tmp_path / "t"
     out.mkdir()
-    (out / "config.json").write_text(json.dumps({"format": E.RUN_FORMAT, "experiment": "targeted"}))
+    (out / "config.json").write_text(
+        json.dumps({"format": RF.RUN_FORMAT, "experiment": "targeted"})
+    )
     before = snapshot(out)
     line = fail(untargeted.main, ["--out", out], capfd)
     assert "holds a 'targeted' run, not a 'untargeted' one" in line
@@ -169,7 +173,7 @@ def test_a_range_check_of_a_config_becomes_a_set_error():
                 raise ValueError(f"Cfg: steps must be >= 1, got {self.steps}")
 
     with pytest.raises(cli.UserError, match=r"--set 'x.steps=0': Cfg: steps must be >= 1, got 0"):
-        E.apply_overrides({"x": ("deepfool", Cfg())}, ["x.steps=0"])
+        F.apply_overrides({"x": ("deepfool", Cfg())}, ["x.steps=0"])
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -288,7 +292,7 @@ def test_the_paper_preset_logs_the_front_end_it_replaces(caplog):
     import logging
 
     with caplog.at_level(logging.INFO, logger="jaxadv"):
-        (m,) = E.load_models(["vgg13"], {"vgg13": demo.models_dir() / "vgg13"}, "paper")
+        (m,) = M.load_models(["vgg13"], {"vgg13": demo.models_dir() / "vgg13"}, "paper")
     assert m.classifier.frontend.name == "iqbal_attack"
     assert "--preset paper: vgg13 runs with the authors' front-end (iqbal_attack" in caplog.text
     assert "instead of its checkpoint's (iqbal" in caplog.text
@@ -306,7 +310,7 @@ def test_from_untargeted_must_be_an_untargeted_run_and_is_never_written(tmp_path
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "results.csv").write_text("my,own\n1,2\n")
-    (mine / "config.json").write_text(json.dumps({"format": E.RUN_FORMAT,
+    (mine / "config.json").write_text(json.dumps({"format": RF.RUN_FORMAT,
                                                   "experiment": "targeted"}))  # fmt: skip
     before = snapshot(mine)
     line = fail(transfer.main, ["--data", data, "--out", out, "--from-untargeted", mine], capfd)

@@ -22,8 +22,12 @@ from jaxadv import audio, demo
 from jaxadv import config as C
 from jaxadv import datasets as D
 from jaxadv.cli import UserError
-from jaxadv.experiments import _common as E
 from jaxadv.experiments import arrays, results, targeted, transfer, untargeted
+from jaxadv.experiments import flags as F
+from jaxadv.experiments import models as M
+from jaxadv.experiments import runfolder as RF
+from jaxadv.experiments import runner as R
+from jaxadv.experiments import sweep as S
 
 FAST = [
     "--set", "cw.max_iterations=6", "--set", "cw.binary_search_steps=2",
@@ -32,7 +36,7 @@ FAST = [
 ]  # fmt: skip
 
 
-def run_cmd(module, out: Path, *extra: str) -> E.Run:
+def run_cmd(module, out: Path, *extra: str) -> R.Run:
     """Run a command as its ``main`` would, returning the run."""
     return module.run(module.build_parser().parse_args(["--out", str(out), *FAST, *extra]))
 
@@ -80,8 +84,8 @@ def killed(module, argv, monkeypatch) -> None:
         raise KeyboardInterrupt("killed")
 
     with monkeypatch.context() as m:
-        m.setattr(E, "run_sweep", die)
-        m.setattr(E, "run_batch", die)
+        m.setattr(S, "run_sweep", die)
+        m.setattr(S, "run_batch", die)
         with pytest.raises(KeyboardInterrupt):
             module.main([str(a) for a in argv])
 
@@ -118,7 +122,7 @@ def check_transfer_rows(out: Path, base: Path, models: list[str]) -> None:
     assert want and got == want and len(trows) == len(want)
     src = {(r["model"], r["attack"], r["fname"]): r for r in ok}
     store = arrays.ArrayStore(base / arrays.FOLDER, writable=False)
-    for m in E.load_models(models, {k: demo.models_dir() / k for k in models}, "demo"):
+    for m in M.load_models(models, {k: demo.models_dir() / k for k in models}, "demo"):
         mine = [t for t in trows if t["eval_model"] == m.name]
         if not mine:
             continue
@@ -202,7 +206,7 @@ def test_resume_after_a_kill_gives_the_same_rows(tmp_path, monkeypatch):
     flags = ["--data", data, "--models", "vgg13", "--batch-size", "2", "--no-audio"]
     run_cmd(untargeted, tmp_path / "straight", *flags)
     calls = {"n": 0}
-    orig = E.run_sweep
+    orig = S.run_sweep
 
     def dying(model, key, cfg, left, waves, seed, slots, on_rows):
         def store_then_die(*a):  # killed after the 4th group of finished jobs was stored
@@ -213,10 +217,10 @@ def test_resume_after_a_kill_gives_the_same_rows(tmp_path, monkeypatch):
 
         return orig(model, key, cfg, left, waves, seed, slots, store_then_die)
 
-    monkeypatch.setattr(E, "run_sweep", dying)
+    monkeypatch.setattr(S, "run_sweep", dying)
     with pytest.raises(KeyboardInterrupt):
         run_cmd(untargeted, tmp_path / "killed", *flags)
-    monkeypatch.setattr(E, "run_sweep", orig)
+    monkeypatch.setattr(S, "run_sweep", orig)
     with open(tmp_path / "killed" / "results.csv", "a") as f:
         f.write("vgg13,cw,torn")  # a write torn by the kill
     n_before = len(results.ResultStore(tmp_path / "killed" / "results.csv"))
@@ -304,7 +308,7 @@ def test_a_changed_command_does_not_mix_into_an_old_run(tmp_path, monkeypatch, c
             *FAST]  # fmt: skip
     killed(untargeted, argv, monkeypatch)
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["format"] == E.RUN_FORMAT and cfg["experiment"] == "untargeted"
+    assert cfg["format"] == RF.RUN_FORMAT and cfg["experiment"] == "untargeted"
     assert cfg["command"] == "python -m jaxadv.experiments.untargeted " + shlex.join(map(str, argv))
     before = snapshot(out)
 
@@ -395,7 +399,7 @@ def test_resume_progress_counts_each_example_once(tmp_path, monkeypatch):
 
     clips = demo.eval_clips()[:5]
     waves = {c.fname: np.zeros(1000, np.float32) for c in clips}
-    jobs = [E.Job(c) for c in clips]
+    jobs = [S.Job(c) for c in clips]
     ran = []
 
     def fake(model, key, cfg, left, waves, seed, slots, on_rows):
@@ -416,15 +420,15 @@ def test_resume_progress_counts_each_example_once(tmp_path, monkeypatch):
             super().__init__(*a, **k)
             bars.append(self)
 
-    monkeypatch.setattr(E, "run_sweep", fake)
+    monkeypatch.setattr(S, "run_sweep", fake)
     monkeypatch.setattr(tqdm, "tqdm", Recorded)
-    model = E.LoadedModel("vgg13", None, None, {}, Path("ck"))
+    model = M.LoadedModel("vgg13", None, None, {}, Path("ck"))
     attacks = {"deepfool": ("deepfool", None)}
     path = tmp_path / "results.csv"
 
     def sweep():
         bars.clear()
-        E.sweep(tmp_path, results.ResultStore(path), model, attacks, jobs, waves, batch_size=2,
+        S.sweep(tmp_path, results.ResultStore(path), model, attacks, jobs, waves, batch_size=2,
                 seed=0, write_audio=False, progress=True)  # fmt: skip
         (bar,) = bars
         return bar
@@ -440,23 +444,23 @@ def test_resume_progress_counts_each_example_once(tmp_path, monkeypatch):
 
 
 def test_overrides_are_typed_and_checked():
-    cfgs = E.attack_configs("untargeted", "demo", "vgg13")
-    new = E.apply_overrides(cfgs, ["cw.max_iterations=7", "cw.abort_early=false",
+    cfgs = F.attack_configs("untargeted", "demo", "vgg13")
+    new = F.apply_overrides(cfgs, ["cw.max_iterations=7", "cw.abort_early=false",
                                    "deepfool.candidates=none"])  # fmt: skip
     assert new["cw"][1].max_iterations == 7 and new["cw"][1].abort_early is False
     assert new["deepfool"][1].candidates is None
     for bad in ("cw.nope=1", "zz.steps=1", "cw.max_iterations"):
         with pytest.raises(UserError):
-            E.apply_overrides(cfgs, [bad])
+            F.apply_overrides(cfgs, [bad])
 
 
 def test_paper_preset_uses_the_authors_settings():
     from jaxadv import attacks as A
 
-    u = E.attack_configs("untargeted", "paper", "vgg13")
+    u = F.attack_configs("untargeted", "paper", "vgg13")
     assert u["cw"][1] == A.CWConfig.authors() and u["deepfool"][1] == A.DeepFoolConfig.authors()
     assert u["noise"][1].snr_db == 20.0 and u["fgsm"][1].snr_db == 20.0
-    t = E.attack_configs("targeted", "paper", "dense_mel")
+    t = F.attack_configs("targeted", "paper", "dense_mel")
     assert t["cw"][1] == A.CWConfig.authors_cochlear_targeted()
     assert t["lbfgs"][1] == A.LBFGSConfig.authors_cochlear()
 
@@ -481,9 +485,9 @@ def test_sharding_over_four_devices_equals_one_device(tmp_path):
 def test_batches_are_balanced_per_bucket(n, batch):
     """Near-equal batches per bucket (one compiled shape after padding), all jobs once, in order."""
     clips = demo.eval_clips()[:n]
-    jobs = [E.Job(c) for c in clips]
+    jobs = [S.Job(c) for c in clips]
     lengths = {c.fname: 40000 if i % 3 else 100000 for i, c in enumerate(clips)}  # two buckets
-    batches = E.job_batches(jobs, lengths, batch)
+    batches = S.job_batches(jobs, lengths, batch)
     for bucket in (65536, 131072):
         sizes = [len(b) for b in batches if (lengths[b[0].clip.fname] > 65536) == (bucket > 65536)]
         assert max(sizes) <= batch and max(sizes) - min(sizes) <= 1

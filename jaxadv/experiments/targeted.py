@@ -15,20 +15,19 @@ from collections.abc import Sequence
 
 from jaxadv import cli
 from jaxadv import config as C
-from jaxadv.experiments import _common as E
-from jaxadv.experiments import figures, results, tables
+from jaxadv.experiments import figures, flags, results, runner, sweep, tables
 
 ATTACK_ORDER = ("cw", "lbfgs")
 
 
-def jobs_for(clips: Sequence, classes: Sequence[str] = C.MUSIC_CLASSES) -> list[E.Job]:
+def jobs_for(clips: Sequence, classes: Sequence[str] = C.MUSIC_CLASSES) -> list[sweep.Job]:
     """Each clip towards every class of ``classes`` but its own (5 jobs per music clip)."""
     return [
-        E.Job(c, C.LABEL_INDEX[t]) for c in clips for t in classes if t != c.label
+        sweep.Job(c, C.LABEL_INDEX[t]) for c in clips for t in classes if t != c.label
     ]  # fmt: skip
 
 
-def report(run: E.Run) -> list[tables.Table]:
+def report(run: runner.Run) -> list[tables.Table]:
     """Table 4, Figure 2 and results.json from the stored rows of this run."""
     names = [m.name for m in run.models]
     keep = set(run.waves)
@@ -52,18 +51,18 @@ def report(run: E.Run) -> list[tables.Table]:
     return out + [gaps]
 
 
-def run(args: argparse.Namespace) -> E.Run:
+def run(args: argparse.Namespace) -> runner.Run:
     """Run (or resume) Experiment 2 with parsed flags; returns the run."""
-    r = E.start_run(args, "targeted", classes=C.MUSIC_CLASSES)
-    E.clean_pass(r)
-    E.attack_models(r, jobs_for)
-    E.print_outputs(r, report(r))
+    r = runner.start_run(args, "targeted", classes=C.MUSIC_CLASSES)
+    runner.clean_pass(r)
+    runner.attack_models(r, jobs_for)
+    runner.print_outputs(r, report(r))
     return r
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's flags (``--help``)."""
-    return E.parser("targeted", __doc__.split("\n\n")[0])
+    return flags.parser("targeted", __doc__.split("\n\n")[0])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

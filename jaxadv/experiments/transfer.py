@@ -23,8 +23,7 @@ from jaxadv import cli
 from jaxadv import config as C
 from jaxadv import datasets as D
 from jaxadv.attacks import criteria
-from jaxadv.experiments import _common as E
-from jaxadv.experiments import arrays, results, tables
+from jaxadv.experiments import arrays, devices, flags, models, results, runfolder, runner, tables
 from jaxadv.experiments.untargeted import untargeted_jobs
 
 TRANSFER_COLUMNS = (
@@ -38,7 +37,7 @@ TRANSFER_COLUMNS = (
 )
 
 
-def evaluate_transfer(run: E.Run, rows: Sequence[dict], base: Path) -> list[dict]:
+def evaluate_transfer(run: runner.Run, rows: Sequence[dict], base: Path) -> list[dict]:
     """Apply every successful example of ``rows`` to every other model.
 
     The examples are read from the array store of the run folder ``base`` (opened read-only;
@@ -56,14 +55,14 @@ def evaluate_transfer(run: E.Run, rows: Sequence[dict], base: Path) -> list[dict
     clip_of = {c.fname: c for c in run.clips}
     for m in run.models:
         fn = jax.jit(m.classifier)
-        params = E.replicate(m.params)
-        correct = {c.fname for c in E.correct_clips(run.clips, run.preds[m.name])}
+        params = devices.replicate(m.params)
+        correct = {c.fname for c in models.correct_clips(run.clips, run.preds[m.name])}
         todo = [r for r in ok if r["model"] != m.name and r["fname"] in correct]
         waves = [advs[(r["model"], r["attack"], r["fname"])] for r in todo]
         # the adversarial clips in the fixed bucket batches of the library, labelled as their clip
         for idx in D.balanced_batches([len(w) for w in waves], run.args.batch_size):
             batch = D.pad_batch([waves[i] for i in idx], [clip_of[todo[i]["fname"]] for i in idx])
-            (xd, ld, yd), n = E.shard([batch.x, batch.lengths, batch.label_indices], len(idx))
+            (xd, ld, yd), n = devices.shard([batch.x, batch.lengths, batch.label_indices], len(idx))
             out_m = fn(params, xd, ld)
             pred = np.asarray(out_m.probs)[:n].argmax(-1)
             # the same criterion as the attacks' success: the clip decision left the label
@@ -91,7 +90,7 @@ SOURCE_KEYS = ("preset", "data", "split", "per_class", "seed")
 def check_source(base: Path) -> dict:
     """The config of ``--from-untargeted DIR``, which must be an untargeted run folder with
     results and adversarial waveforms; nothing in it is ever written."""
-    doc = E.read_run_config(base)
+    doc = runfolder.read_run_config(base)
     if doc is None or doc.get("experiment") != "untargeted":
         what = "no such folder" if not base.exists() else "not an untargeted run folder"
         raise cli.UserError(
@@ -113,7 +112,7 @@ def check_source(base: Path) -> dict:
 
 def same_source(base: Path, doc: dict, fp: dict) -> None:
     """Refuse an untargeted run made with other data, clips or checkpoints than this command."""
-    diff = E.fingerprint_diff(doc.get("fingerprint") or {}, fp, SOURCE_KEYS, attacks=False)
+    diff = runfolder.fingerprint_diff(doc.get("fingerprint") or {}, fp, SOURCE_KEYS, attacks=False)
     if diff:
         raise cli.UserError(
             f"--from-untargeted {base} was made with other settings than this command: "
@@ -122,13 +121,13 @@ def same_source(base: Path, doc: dict, fp: dict) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> E.Run:
+def run(args: argparse.Namespace) -> runner.Run:
     """Run (or resume) Experiment 3 with parsed flags; returns the run."""
     base = Path(args.from_untargeted) if args.from_untargeted else None
     doc = check_source(base) if base is not None else None
     check = (lambda fp: same_source(base, doc, fp)) if base is not None else None
-    r = E.start_run(args, "transfer", check=check)
-    E.clean_pass(r)
+    r = runner.start_run(args, "transfer", check=check)
+    runner.clean_pass(r)
     names = [m.name for m in r.models]
     if base is not None:
         src = results.read_rows(base / "results.csv")  # read only: DIR is never written
@@ -140,7 +139,9 @@ def run(args: argparse.Namespace) -> E.Run:
             )
     else:
         base = r.out
-        E.attack_models(r, untargeted_jobs)  # the waveforms go to r.arrays, which transfer reads
+        runner.attack_models(
+            r, untargeted_jobs
+        )  # the waveforms go to r.arrays, which transfer reads
         rows = [x for x in r.store.rows() if x["model"] in names and x["fname"] in r.waves]
     trows = evaluate_transfer(r, rows, base)
     with open(r.out / "transfer.csv", "w", newline="") as f:
@@ -155,13 +156,13 @@ def run(args: argparse.Namespace) -> E.Run:
     for a, t in zip(("deepfool", "cw"), per_attack, strict=True):
         t = tables.Table(t.title.replace("DeepFool and C&W", a), t.header, t.rows, t.note)
         t.write(r.out, f"table5_{a}")
-    E.print_outputs(r, [t5])
+    runner.print_outputs(r, [t5])
     return r
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's flags (``--help``)."""
-    p = E.parser("transfer", __doc__.split("\n\n")[0])
+    p = flags.parser("transfer", __doc__.split("\n\n")[0])
     p.add_argument(
         "--from-untargeted", default=None, metavar="DIR",
         help="reuse the DeepFool and C&W examples of an untargeted run folder (same data flags)",

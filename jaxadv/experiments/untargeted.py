@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from jaxadv import cli
-from jaxadv.experiments import _common as E
-from jaxadv.experiments import arrays, figures, results, tables
+from jaxadv.experiments import arrays, figures, flags, results, runner, sweep, tables
 
 ATTACK_ORDER = ("noise", "fgsm", "deepfool", "cw", "fmn", "ddn")  # fmn, ddn: demo preset only
 
 
-def figure3(run: E.Run, model: str, rows: Sequence[dict], fname: str | None = None) -> Path | None:
+def figure3(
+    run: runner.Run, model: str, rows: Sequence[dict], fname: str | None = None
+) -> Path | None:
     """Spectrograms of one clip and its C&W and DeepFool versions (SNR in the titles).
 
     Uses ``fname`` if given, else the first clip on which both attacks succeeded on ``model``,
@@ -53,12 +54,12 @@ def figure3(run: E.Run, model: str, rows: Sequence[dict], fname: str | None = No
     return figures.spectrograms(panels, run.out / f"figure3_{model}.png")
 
 
-def untargeted_jobs(clips: Sequence) -> list[E.Job]:
+def untargeted_jobs(clips: Sequence) -> list[sweep.Job]:
     """One untargeted job per clip."""
-    return [E.Job(c) for c in clips]
+    return [sweep.Job(c) for c in clips]
 
 
-def report(run: E.Run) -> list[tables.Table]:
+def report(run: runner.Run) -> list[tables.Table]:
     """Tables 2 and 3, Figures 1 and 3 and results.json from the stored rows of this run."""
     names = [m.name for m in run.models]
     keep = set(run.waves)
@@ -81,18 +82,18 @@ def report(run: E.Run) -> list[tables.Table]:
     return [t2, t3a, t3b, gaps]
 
 
-def run(args: argparse.Namespace) -> E.Run:
+def run(args: argparse.Namespace) -> runner.Run:
     """Run (or resume) Experiment 1 with parsed flags; returns the run."""
-    r = E.start_run(args, "untargeted")
-    E.clean_pass(r)
-    E.attack_models(r, untargeted_jobs)
-    E.print_outputs(r, report(r))
+    r = runner.start_run(args, "untargeted")
+    runner.clean_pass(r)
+    runner.attack_models(r, untargeted_jobs)
+    runner.print_outputs(r, report(r))
     return r
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's flags (``--help``)."""
-    p = E.parser("untargeted", __doc__.split("\n\n")[0])
+    p = flags.parser("untargeted", __doc__.split("\n\n")[0])
     p.add_argument(
         "--figure3", default=None, metavar="FNAME",
         help="clip shown in Figure 3 (default: the first on which C&W and DeepFool both succeed)",

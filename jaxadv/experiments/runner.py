@@ -1,0 +1,235 @@
+"""One run of an experiment, the part every command shares: resolve the flags, load clips and
+models, check the run folder (:func:`start_run`), the clean pass, the sweeps of every model
+(:func:`attack_models`) and the printed summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxadv.cli import UserError
+from jaxadv.datasets import Clip, Failure
+from jaxadv.experiments.clips import clip_digest, load_waves, select_clips, shortfall
+from jaxadv.experiments.configs import get_config
+from jaxadv.experiments.flags import parse_checkpoints, parse_models, resolve_attacks
+from jaxadv.experiments.models import (
+    LoadedModel,
+    clean_predictions,
+    correct_clips,
+    load_models,
+    write_clean,
+)
+from jaxadv.experiments.runfolder import (
+    check_out,
+    fingerprint,
+    fingerprint_diff,
+    make_out,
+    merge_fingerprints,
+    report_failures,
+    setup_run,
+    summary_lines,
+    write_config,
+    writes_audio,
+)
+from jaxadv.experiments.sweep import Job, sweep
+
+log = logging.getLogger("jaxadv.experiments")
+
+
+# Shown in every report of a demo run: the settings are cut down to run in minutes on a laptop.
+DEMO_NOTE = (
+    "Preset 'demo': compact demo models, the embedded FluidR3 clips and FEWER attack iterations "
+    "than the paper (see config.json); use --preset paper for the authors' settings."
+)
+
+
+@dataclasses.dataclass
+class Run:
+    """The state of one run: folder, models, clips, waveforms, result store."""
+
+    out: Path
+    args: argparse.Namespace
+    experiment: str
+    models: list[LoadedModel]
+    clips: list[Clip]
+    waves: dict[str, np.ndarray]
+    store: Any
+    failures: list[Failure]
+    preds: dict[str, dict[str, tuple[int, float]]] = dataclasses.field(default_factory=dict)
+    write_audio: bool = True
+    configs: dict[str, dict[str, tuple[str, Any]]] = dataclasses.field(default_factory=dict)
+    arrays: Any = None  # the run's ArrayStore of adversarial waveforms
+
+    def attacks(self, model: str) -> dict[str, tuple[str, Any]]:
+        """The attacks of this experiment for one model, with the ``--set`` overrides."""
+        if model not in self.configs:
+            self.configs[model] = resolve_attacks(self.args, self.experiment, [model])[model]
+        return self.configs[model]
+
+
+def start_run(
+    args: argparse.Namespace,
+    experiment: str,
+    classes: Sequence[str] | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> Run:
+    """Resolve flags, load clips and models, check a resumed folder holds the same run.
+
+    Nothing is written until every check passed (flags, ``--out``, data, checkpoints, labels,
+    finite clean predictions, the fingerprint of a resumed run, and ``check(fingerprint)`` if
+    given); then the run folder, ``config.json`` (first), ``skipped.txt`` and ``results.csv``.
+    """
+    from jaxadv.experiments.arrays import FOLDER as ARRAYS_FOLDER
+    from jaxadv.experiments.arrays import ArrayStore
+    from jaxadv.experiments.results import ResultStore
+
+    out = setup_run(args, experiment)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.per_class is None:
+        args.per_class = get_config(experiment, args.preset).per_class
+    if args.per_class < 1:
+        raise UserError(f"--per-class must be at least 1, got {args.per_class}")
+    names = parse_models(args.models)
+    configs = resolve_attacks(args, experiment, names)  # every --set, checked before any work
+    old_doc = check_out(out, experiment)
+    checkpoints = parse_checkpoints(args.checkpoint, names)
+    missing = [f"{m}: {d}" for m, d in checkpoints.items() if not d.is_dir()]
+    if missing:
+        raise UserError(
+            "checkpoint folder(s) not found: " + "; ".join(missing) + " (check --checkpoint)"
+        )
+    failures: list[Failure] = []
+    clips = select_clips(args.data, args.split, args.per_class, args.seed, classes, failures)
+    if not clips:
+        raise UserError("no clips selected (check --data, --split and --per-class)")
+    short = shortfall(clips, args.per_class)
+    if short:
+        log.warning(
+            "--per-class %d: %d class(es) have fewer clips, all of theirs are used: %s",
+            args.per_class, len(short), ", ".join(f"{k} {n}" for k, n in short.items()),
+        )  # fmt: skip
+    waves = load_waves(clips, args.preset, failures)
+    if not waves:
+        f = failures[0]
+        raise UserError(
+            f"none of the {len(clips)} selected clip(s) could be loaded (the first: {f.message}); "
+            "check the audio files of --data"
+        )
+    models = load_models(names, checkpoints, args.preset)
+    digests = {c.fname: clip_digest(c) for c in clips if c.fname in waves}
+    fp = fingerprint(args, experiment, models, digests, configs)
+    old_fp = (old_doc or {}).get("fingerprint")
+    if old_doc is not None:
+        diff = fingerprint_diff(old_fp or {}, fp)
+        if diff:
+            raise UserError(
+                f"{out} holds a run with other settings: {'; '.join(diff)}; resume it with the "
+                "same flags, checkpoints and clips, or choose another --out"
+            )
+    if check is not None:
+        check(fp)
+    preds = {m.name: clean_predictions(m, clips, waves, args.batch_size) for m in models}
+    make_out(out)
+    run = Run(
+        out, args, experiment, models, clips, waves, None, failures, preds,
+        writes_audio(args, experiment), configs,
+    )  # fmt: skip
+    write_config(
+        out,
+        args,
+        {
+            "experiment": experiment,
+            "fingerprint": merge_fingerprints(old_fp, fp),
+            "note": DEMO_NOTE if args.preset == "demo" else "",
+            "attacks": {m.name: run.attacks(m.name) for m in models},
+            "models": {
+                m.name: {
+                    "checkpoint": str(m.checkpoint),
+                    "digest": m.digest,
+                    "frontend": getattr(m.classifier.frontend, "name", None),
+                    "merge": m.classifier.merge,
+                    "width": getattr(m.classifier.model_config, "width", None),
+                    "source": m.meta.get("source"),
+                }
+                for m in models
+            },
+            "clips": [c.fname for c in clips if c.fname in waves],
+            "per_class_shortfall": short,
+            "skipped": [f.clip.fname for f in failures],
+        },
+    )
+    report_failures(out, failures)
+    run.arrays = ArrayStore(out / ARRAYS_FOLDER)
+    run.store = ResultStore(out / "results.csv")
+    return run
+
+
+def clean_pass(run: Run) -> Path:
+    """Clean predictions of every model (``clean.csv``) and a clean-accuracy table."""
+    from jaxadv.experiments.tables import Table
+
+    path = run.out / "clean.csv"
+    path.unlink(missing_ok=True)
+    rows = []
+    for m in run.models:
+        if m.name not in run.preds:
+            run.preds[m.name] = clean_predictions(m, run.clips, run.waves, run.args.batch_size)
+        preds = run.preds[m.name]
+        write_clean(path, m.name, run.clips, preds)
+        n = len(preds)
+        ok = len(correct_clips(run.clips, preds))
+        gt = [g for _, g in preds.values()]
+        rows.append((m.name, n, 100.0 * ok / n if n else float("nan"), float(np.mean(gt))))
+    Table(
+        "Clean accuracy on the selected clips (only correctly classified clips are attacked)",
+        ("Model", "Clips", "Accuracy %", "Mean GT confidence"),
+        tuple(rows),
+    ).write(run.out, "clean_accuracy")
+    return path
+
+
+def attack_models(
+    run: Run,
+    jobs_of: Callable[[Sequence[Clip]], list[Job]],
+    *,
+    write_audio: bool | None = None,
+) -> None:
+    """Sweep every model of ``run`` with its attacks over ``jobs_of(correctly classified clips)``.
+
+    ``write_audio``: default ``run.write_audio`` (what the run's fingerprint records).
+    """
+    audio = run.write_audio if write_audio is None else write_audio
+    for m in run.models:
+        jobs = jobs_of(correct_clips(run.clips, run.preds[m.name]))
+        sweep(
+            run.out, run.store, m, run.attacks(m.name), jobs, run.waves,
+            batch_size=run.args.batch_size, seed=run.args.seed, write_audio=audio,
+            arrays=run.arrays,
+        )  # fmt: skip
+
+
+def print_outputs(run: Run, tables: Sequence[Any]) -> None:
+    """Print the tables and where every file of the run went."""
+    files = sorted(p for p in run.out.iterdir() if p.is_file())
+    if run.args.preset == "demo":
+        print("\n" + DEMO_NOTE)
+    for t in tables:
+        print("\n" + t.to_markdown())
+    print(f"Run folder: {run.out}")
+    print(summary_lines(run.out, files))
+    if run.arrays is not None and len(run.arrays):
+        print(
+            f"  {run.arrays.folder.name}/: {len(run.arrays)} adversarial waveforms (.npz parts, "
+            "keyed by model|attack|fname|target)"
+        )
+    n_audio = len(list((run.out / "audio").rglob("*.wav"))) if (run.out / "audio").is_dir() else 0
+    if n_audio:
+        print(f"  audio/: {n_audio} adversarial WAV files (32 kHz, float)")

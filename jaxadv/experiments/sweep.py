@@ -1,0 +1,287 @@
+"""The sweep: every attack of an experiment on every job of one model, stored job by job.
+
+A *job* (:class:`Job`) is one clip attacked towards one target (or untargeted) with one attack on
+one model. :func:`sweep` groups a model's jobs by bucket length and streams each bucket's jobs
+through the slots of one compiled attack program (:func:`jaxadv.attacks.sweep`: continuous
+batching — a finished job leaves its slot to the next one; at most ``--batch-size`` slots, sharded
+over all local devices), evaluates the finished jobs with one more forward pass, stores their
+adversarial waveforms (:mod:`jaxadv.experiments.arrays`; WAV files too unless ``--no-audio``),
+and appends their rows to the run's ``results.csv`` as they finish. A job whose row is present is
+skipped, so the same command after a kill redoes only unfinished jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxadv import config as C
+from jaxadv.datasets import Clip
+from jaxadv.experiments.devices import replicate, shard
+from jaxadv.experiments.models import LoadedModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One clip, attacked towards ``target`` (a label index, or -1 when untargeted)."""
+
+    clip: Clip
+    target: int = -1
+
+    @property
+    def target_name(self) -> str:
+        return C.LABELS[self.target] if self.target >= 0 else ""
+
+
+def example_key(seed: int, *parts: str) -> np.ndarray:
+    """A PRNG key (uint32[2]) from a seed and strings, independent of batch composition."""
+    h = hashlib.sha256(("|".join((str(seed), *parts))).encode()).digest()
+    return np.frombuffer(h[:8], dtype=np.uint32).copy()
+
+
+def job_batches(jobs: Sequence[Job], lengths: dict[str, int], batch_size: int) -> list[list[Job]]:
+    """Jobs in the fixed batches of :func:`jaxadv.datasets.balanced_batches` (by clip length)."""
+    from jaxadv.datasets import balanced_batches
+
+    plan = balanced_batches([lengths[j.clip.fname] for j in jobs], batch_size)
+    return [[jobs[i] for i in b] for b in plan]
+
+
+def job_batch(waves: dict[str, np.ndarray], jobs: Sequence[Job]) -> Any:
+    """The jobs' clips as one :class:`jaxadv.datasets.Batch` (``x [B, N]`` zero-padded to the
+    bucket, ``lengths [B]``, ``label_indices [B]``)."""
+    from jaxadv.datasets import pad_batch
+
+    return pad_batch([waves[j.clip.fname] for j in jobs], [j.clip for j in jobs])
+
+
+def adv_filename(model: str, attack: str, job: Job) -> str:
+    stem = Path(job.clip.fname).stem
+    tgt = f"__to_{job.target_name}" if job.target >= 0 else ""
+    return f"audio/{model}/{attack}/{stem}{tgt}.wav"
+
+
+def run_batch(
+    model: LoadedModel,
+    attack_key: str,
+    config: Any,
+    jobs: Sequence[Job],
+    waves: dict[str, np.ndarray],
+    seed: int,
+    rows: int | None = None,
+) -> tuple[Any, np.ndarray, np.ndarray, float]:
+    """Attack one batch; returns ``(metrics (host arrays), x, adversarial, seconds)``.
+
+    ``rows``: pad the batch to this many rows (repeats of its last job, whose results are
+    dropped), so that batches of one bucket share one compiled program.
+    """
+    import jax
+
+    from jaxadv import attacks as A
+
+    x, lens, labels, _ = job_batch(waves, jobs)
+    targeted = any(j.target >= 0 for j in jobs)
+    targets = np.array([j.target for j in jobs], np.int32) if targeted else None
+    arrays = [x, lens, labels] + ([targets] if targeted else [])
+    kwargs: dict[str, Any] = {"config": config}
+    if attack_key == "noise":
+        arrays.append(np.stack([example_key(seed, model.name, j.clip.fname) for j in jobs]))
+    dev, n = shard(arrays, len(jobs), rows)
+    xd, ld, yd = dev[:3]
+    rest = dev[3:]
+    if targeted:
+        kwargs["targets"] = rest.pop(0)
+    if attack_key == "noise":
+        kwargs["key"] = rest.pop(0)
+    params = replicate(model.params)
+    t0 = time.perf_counter()
+    res = A.ATTACKS[attack_key](model.classifier, params, xd, ld, yd, **kwargs)
+    met = A.evaluate(model.classifier, params, xd, ld, yd, res, targets=kwargs.get("targets"))
+    met = jax.tree.map(lambda a: np.asarray(a)[:n], met)
+    adv = np.asarray(res.adversarial)[:n]
+    return met, x, adv, time.perf_counter() - t0
+
+
+def rows_for_batch(
+    model: str, attack: str, jobs: Sequence[Job], met: Any, seconds: float, files: list[str]
+) -> list[dict[str, Any]]:
+    """Result rows (:data:`results.COLUMNS`) for one evaluated batch."""
+    rows = []
+    for i, j in enumerate(jobs):
+        orig, new = int(met.original[i]), int(met.new_label[i])
+        rows.append(
+            {
+                "model": model,
+                "attack": attack,
+                "fname": j.clip.fname,
+                "label": j.clip.label,
+                "target": j.target_name,
+                "original": C.LABELS[orig],
+                "adversarial": C.LABELS[new],
+                "success": int(bool(met.success[i])),
+                "gt_conf": float(met.gt_confidence[i]),
+                "new_conf": float(met.new_confidence[i]),
+                "gt_conf_adv": float(met.gt_confidence_adv[i]),
+                "target_conf": float(met.target_confidence[i]) if j.target >= 0 else None,
+                "snr_db": float(met.snr_db[i]),
+                "l2": float(met.l2[i]),
+                "linf": float(met.linf[i]),
+                "steps": int(met.steps[i]),
+                "seconds": seconds / len(jobs),
+                "adv_file": files[i],
+            }
+        )
+    return rows
+
+
+def sweep_slots(jobs: int, batch_size: int) -> int:
+    """Slots of an attack's sweep: :func:`jaxadv.attacks.engine.auto_slots` (about 4 jobs per
+    slot, at most ``--batch-size``), rounded up to a multiple of the local devices."""
+    import jax
+
+    from jaxadv.attacks import engine
+
+    d = jax.local_device_count()
+    return -(-engine.auto_slots(jobs, batch_size) // d) * d
+
+
+def run_sweep(
+    model: LoadedModel,
+    attack_key: str,
+    config: Any,
+    jobs: Sequence[Job],
+    waves: dict[str, np.ndarray],
+    seed: int,
+    slots: int,
+    on_rows: Any,
+) -> None:
+    """Attack ``jobs`` (one bucket) through ``slots`` slots of one program (continuous batching).
+
+    As jobs finish, their metrics are computed (one fixed-size metrics program per bucket) and
+    ``on_rows(jobs, metrics (host arrays), adversarial [k, N], seconds)`` is called, so results
+    are stored job by job.
+    """
+    import jax
+
+    from jaxadv import attacks as A
+
+    x, lens, labels, _ = job_batch(waves, jobs)
+    targeted = any(j.target >= 0 for j in jobs)
+    targets = np.array([j.target for j in jobs], np.int32) if targeted else None
+    key = None
+    if A.ATTACKS[attack_key].keyed:
+        key = np.stack([example_key(seed, model.name, j.clip.fname) for j in jobs])
+    clf, params = model.classifier, model.params
+    clock = [time.perf_counter()]
+
+    def on_results(items: list[tuple[int, Any]]) -> None:
+        idx = np.array([j for j, _ in items])
+        pad = np.resize(np.arange(len(idx)), slots)  # fixed rows: one metrics program
+        rows = idx[pad]
+        res = jax.tree.map(lambda *a: np.stack(a)[pad], *[r for _, r in items])
+        met = A.evaluate(
+            clf, params, x[rows], lens[rows], labels[rows], res,
+            targets=None if targets is None else targets[rows],
+        )  # fmt: skip
+        met = jax.tree.map(lambda a: np.asarray(a)[: len(idx)], met)
+        now = time.perf_counter()
+        secs, clock[0] = now - clock[0], now
+        on_rows([jobs[i] for i in idx], met, np.asarray(res.adversarial)[: len(idx)], secs)
+
+    A.sweep(
+        attack_key, clf, params, x, lens, labels, targets=targets, config=config, key=key,
+        slots=slots, on_results=on_results,
+    )  # fmt: skip
+
+
+def sweep(
+    out: Path,
+    store: Any,
+    model: LoadedModel,
+    attacks: dict[str, tuple[str, Any]],
+    jobs: Sequence[Job],
+    waves: dict[str, np.ndarray],
+    *,
+    batch_size: int,
+    seed: int,
+    write_audio: bool,
+    arrays: Any = None,
+    progress: bool = True,
+) -> None:
+    """Run every attack on every job of one model, skipping jobs already in ``store``.
+
+    ``arrays``: the run's :class:`~jaxadv.experiments.arrays.ArrayStore`, which receives each
+    finished job's adversarial waveform before its row (None: not stored); ``write_audio``: also
+    write it as a WAV file for listening (the row's ``adv_file``).
+
+    Each (attack, length bucket) streams its jobs through the slots of one compiled program
+    (:func:`jaxadv.attacks.sweep`: finished jobs leave their slot to the next ones), and every
+    finished job is stored at once, so a killed run resumes job by job. L-BFGS's host-side
+    ``mode="scipy"`` runs in fixed batches instead (:func:`run_batch`).
+    """
+    from tqdm import tqdm
+
+    from jaxadv import audio
+    from jaxadv.frontend import bucket_length
+
+    lengths = {k: len(v) for k, v in waves.items()}
+    todo = [j for j in jobs if j.clip.fname in waves]
+    buckets: dict[int, list[Job]] = {}
+    for j in todo:
+        buckets.setdefault(bucket_length(lengths[j.clip.fname]), []).append(j)
+    for name, (key, cfg) in attacks.items():
+
+        def finished(j: Job, name: str = name) -> bool:
+            return (model.name, name, j.clip.fname, j.target_name) in store
+
+        bar = tqdm(
+            total=len(todo),
+            initial=sum(finished(j) for j in todo),
+            desc=f"{model.name}/{name}",
+            unit="ex",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+        def keep(b: Sequence[Job], met: Any, adv: np.ndarray, secs: float, name=name, bar=bar):
+            if arrays is not None:  # before the rows: a stored row always has its waveform
+                arrays.append(
+                    {
+                        (model.name, name, j.clip.fname, j.target_name): adv[
+                            i, : lengths[j.clip.fname]
+                        ]
+                        for i, j in enumerate(b)
+                    }
+                )
+            files = [""] * len(b)
+            if write_audio:
+                for i, j in enumerate(b):
+                    rel = adv_filename(model.name, name, j)
+                    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                    audio.write_audio(out / rel, adv[i, : lengths[j.clip.fname]], subtype="FLOAT")
+                    files[i] = rel
+            store.append(rows_for_batch(model.name, name, b, met, secs, files))
+            bar.update(len(b))
+
+        for n in sorted(buckets):
+            left = [j for j in buckets[n] if not finished(j)]
+            if not left:
+                continue
+            if getattr(cfg, "mode", None) == "scipy":  # host-side fidelity mode: fixed batches
+                for b in job_batches(left, lengths, batch_size):
+                    met, _, adv, secs = run_batch(model, key, cfg, b, waves, seed, batch_size)
+                    keep(b, met, adv, secs)
+                continue
+            # slots from the whole bucket, not what is left: a resumed run runs the same program
+            # (same rows per convolution), so its rows equal an uninterrupted run's bit for bit
+            slots = sweep_slots(len(buckets[n]), batch_size)
+            run_sweep(model, key, cfg, left, waves, seed, slots, keep)
+        bar.close()
