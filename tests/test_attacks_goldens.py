@@ -263,6 +263,24 @@ def test_deepfool_streamed_pullbacks_equal_stored():
     np.testing.assert_array_equal(np.asarray(streamed.steps), np.asarray(stored.steps))
 
 
+@pytest.mark.parametrize("preset", ["authors", "foolbox3"])
+def test_deepfool_mapped_pullbacks_equal_vmapped(preset):
+    """``pullbacks="map"`` (one cotangent at a time) gives the ``"vmap"`` results."""
+    fn, params, x, lengths, labels = chunked_problem()
+    cfg = dataclasses.replace(getattr(A.DeepFoolConfig, preset)(), steps=10)
+    out = {
+        mode: A.deepfool(
+            fn, params, x, lengths, labels, config=dataclasses.replace(cfg, pullbacks=mode)
+        )
+        for mode in ("vmap", "map", "auto")
+    }
+    for mode in ("map", "auto"):
+        np.testing.assert_allclose(
+            np.asarray(out[mode].adversarial), np.asarray(out["vmap"].adversarial), atol=1e-6
+        )
+        np.testing.assert_array_equal(np.asarray(out[mode].steps), np.asarray(out["vmap"].steps))
+
+
 def test_const_search_rules():
     """Carlini's rule, the authors' C&W rule as coded, and Foolbox 1.x's L-BFGS search.
 

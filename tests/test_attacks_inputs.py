@@ -126,6 +126,7 @@ BAD_FIELDS = [
     (A.DeepFoolConfig, "numerator_eps", -1e-5, "a finite number >= 0"),
     (A.DeepFoolConfig, "step_eps", float("inf"), "a finite number >= 0"),
     (A.DeepFoolConfig, "scores", "probs", r"one of \['log_probs', 'logits'\]"),
+    (A.DeepFoolConfig, "pullbacks", "scan", r"one of \['auto', 'map', 'vmap'\]"),
     (A.DeepFoolConfig, "vjp_batch", 0, "None or an integer >= 1"),
     (A.DeepFoolConfig, "compact_levels", -1, "an integer >= 0"),
     (A.CWConfig, "binary_search_steps", 0, "an integer >= 1"),

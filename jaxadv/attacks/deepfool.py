@@ -5,8 +5,9 @@ linearised decision boundary among candidate classes, until ``argmax probs`` dif
 model's *original prediction* (not the ground truth). Runs on the attack engine
 (:mod:`jaxadv.attacks.engine`): one compiled program over the batch; finished examples are frozen.
 
-Per step: ONE forward pass and ``K`` vector-Jacobian products (``jax.vjp`` once, then ``jax.vmap``
-of the pullback over ``K`` cotangents ``e_k - e_orig``), not ``K`` separate forward+backward passes
+Per step: ONE forward pass and ``K`` vector-Jacobian products (``jax.vjp`` once, then its pullback
+over ``K`` cotangents ``e_k - e_orig``: ``vmap``-ed on accelerators, one at a time in a ``lax.map``
+on CPU, see ``pullbacks``), not ``K`` separate forward+backward passes
 (Foolbox 3 runs ``candidates - 1`` of those). With ``scores="logits"`` and multi-chunk clips the
 authors' per-chunk rule is followed (cotangents per chunk and class, distances and directions
 averaged over the valid chunks, as ``deep_fool_method.py`` does over its batch of chunks).
@@ -44,6 +45,7 @@ Array = jax.Array
 NORMS = ("l2", "linf")
 OVERSHOOT_MODES = ("cumulative", "per_step")
 SELECT = ("min", "max")
+PULLBACKS = ("auto", "vmap", "map")
 NORM_EPS = 1e-8  # added to every gradient norm (Foolbox), keeps silent inputs finite
 
 
@@ -64,9 +66,14 @@ class DeepFoolConfig:
       numerator_eps: added to ``|f|`` in the distance (the authors: 1e-5).
       step_eps: added to the chosen distance for the step (Foolbox 3: 1e-4).
       scores: ``"log_probs"`` or ``"logits"`` (see :mod:`jaxadv.attacks.common`).
-      vjp_batch: None = all ``K`` (times chunks) pullbacks in one ``vmap`` and their gradients kept;
-        an int = ``lax.map`` over batches of that many cotangents keeping only norms, then one
-        more pullback for the chosen direction (memory ``~ vjp_batch * B * N`` instead of
+      pullbacks: how the ``K`` (times chunks) pullbacks of a step run when their gradients are
+        kept (``vjp_batch=None``): ``"vmap"``, all in one batched pullback (best on GPU/TPU);
+        ``"map"``, one cotangent at a time in a ``lax.map`` (on a 2-core CPU 0.88x the time of
+        ``"vmap"`` for the full-size VGG13: ``benchmarks/deepfool_step.py``); ``"auto"``, ``"map"``
+        on CPU and ``"vmap"`` elsewhere. The same values up to float summation order.
+      vjp_batch: None = the gradients of every pullback kept for the direction; an int =
+        ``lax.map`` over batches of that many cotangents keeping only norms, then one more
+        pullback for the chosen direction (memory ``~ vjp_batch * B * N`` instead of
         ``K * Q * B * N``; for the authors' 40 classes x many chunks).
       compact_levels: each step evaluates only the examples not yet adversarial, in a batch of
         ``B``, ``B/2``, ... (``compact_levels`` halvings; 0 = always the whole batch); same
@@ -84,6 +91,7 @@ class DeepFoolConfig:
     numerator_eps: float = 0.0
     step_eps: float = 1e-4
     scores: str = "log_probs"
+    pullbacks: str = "auto"
     vjp_batch: int | None = None
     compact_levels: int = common.COMPACT_LEVELS
 
@@ -103,6 +111,7 @@ class DeepFoolConfig:
                 "numerator_eps": common.number(0.0),
                 "step_eps": common.number(0.0),
                 "scores": common.SCORES_RULE,
+                "pullbacks": common.choice(PULLBACKS),
                 "vjp_batch": common.integer(1, none=True),
                 "compact_levels": common.COMPACT_RULE,
             },
@@ -178,6 +187,11 @@ class _State(NamedTuple):
     it: Array  # [B] iterations run
 
 
+def _mapped(pullbacks: str) -> bool:
+    """Whether the pullbacks run one at a time (``"map"``, or ``"auto"`` on CPU)."""
+    return pullbacks == "map" or (pullbacks == "auto" and jax.default_backend() == "cpu")
+
+
 def _norm(g: Array, linf: bool) -> Array:  # [..., N] -> [...]
     return jnp.sum(jnp.abs(g), -1) if linf else jnp.sqrt(jnp.sum(g * g, -1))
 
@@ -248,7 +262,11 @@ class DeepFool:
         mq = m.astype(s.dtype)
         nq = jnp.maximum(mq.sum(1), 1.0)  # [rows]
         if config.vjp_batch is None:
-            g = jax.vmap(grad_of)(cts).reshape(k, q, rows, n)  # [K, Q, rows, N]
+            if _mapped(config.pullbacks):  # one pullback at a time: smaller working set on CPU
+                g = jax.lax.map(grad_of, cts)
+            else:
+                g = jax.vmap(grad_of)(cts)
+            g = g.reshape(k, q, rows, n)  # [K, Q, rows, N]
             gnorm = jnp.moveaxis(_norm(g, linf), (0, 1), (2, 1))  # [rows, Q, K]
         else:
             gnorm = jax.lax.map(

@@ -249,18 +249,31 @@ def _chunk_impl(algo, fn, chunk, refill_at, params, slots, pending, pending_job,
 _chunk_jit = jax.jit(_chunk_impl, static_argnames=("algo", "fn", "chunk", "refill_at"))
 
 
-def _empty_slots_impl(algo, fn, params, pending):
+def _zeros_like_shape(a: jax.ShapeDtypeStruct, sharding: Any) -> Array:
+    """Zeros of an abstract leaf (typed PRNG keys as keys of zero data), laid out by ``sharding``."""
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        data = jax.eval_shape(jax.random.key_data, a)
+        zeros = jax.device_put(np.zeros(data.shape, data.dtype), sharding)
+        return jax.random.wrap_key_data(zeros, impl=jax.random.key_impl(a))
+    return jax.device_put(np.zeros(a.shape, a.dtype), sharding)
+
+
+def empty_slots(algo: Any, fn: Any, params: Any, pending: Problem, rows: Any) -> _Slots:
+    """``S`` empty slots (job -1) with the shapes of ``pending``'s state, all zeros.
+
+    No program is compiled for them: an empty slot's state is never read (``harvest`` and
+    ``running`` look at slots with a job only) and ``refill`` initialises a slot before its first
+    iteration, so only the shapes matter (``jax.eval_shape``).
+    """
     s = pending.x.shape[0]
-    pending = prepare(algo, pending)
+    shapes = jax.eval_shape(lambda p: algo.init(fn, params, prepare(algo, p)), pending)
+    state = jax.tree.map(lambda a: _zeros_like_shape(a, rows), shapes)
     return _Slots(
-        algo.init(fn, params, pending),
+        state,
         pending,
-        jnp.full((s,), -1, jnp.int32),
-        jnp.zeros((s,), jnp.int32),
+        jax.device_put(np.full((s,), -1, np.int32), rows),
+        jax.device_put(np.zeros((s,), np.int32), rows),
     )
-
-
-_empty_slots_jit = jax.jit(_empty_slots_impl, static_argnames=("algo", "fn"))
 
 
 def _host_problem(jobs: Problem) -> tuple[dict[str, np.ndarray], bool]:
@@ -379,7 +392,7 @@ def sweep(
 
     nxt = 0
     pending, pending_job, n_pending = pending_at(nxt)
-    sl = _empty_slots_jit(algo, fn, params, pending)
+    sl = empty_slots(algo, fn, params, pending, rows)
     iterations = useful = chunks = finished = 0
     while finished < n_jobs:
         sl, out, out_job, n_out, used, iters, use = _chunk_jit(
