@@ -203,6 +203,7 @@ def sweep(
         spec.algorithm(config), fn, params, problem, slots=slots, chunk=chunk, on_results=on_results
     )
 
+
 __all__ = [
     "ATTACKS",
     "criteria",
