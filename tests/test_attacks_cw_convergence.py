@@ -25,7 +25,7 @@ import pytest
 from _attack_helpers import chunked_problem, linear_problem
 
 from jaxadv import attacks as A
-from jaxadv.attacks import cw, engine
+from jaxadv.attacks import cw, engine, search
 
 
 def _min_sq_distance(params, x, lengths, labels):
@@ -163,7 +163,7 @@ def test_abort_on_distance_stops_a_stalled_step():
 
 @pytest.mark.parametrize("xp", [np, jnp])
 def test_geometric_const_search(xp):
-    rule = cw.GeometricBisection(1e-3, 5)
+    rule = search.GeometricBisection(1e-3, 5)
     st = rule.init(xp, 1, np.float64 if xp is np else None)
     seq, done = [], []
     for ok in [True, True, False, True, False]:
@@ -175,7 +175,7 @@ def test_geometric_const_search(xp):
     np.testing.assert_allclose(seq, [1e-4, 1e-5, a, b, np.sqrt(b * a)], rtol=1e-6)
     assert done == [False] * 4 + [True]
     # failures first: x factor until a success, then the bracket [c / factor, c]
-    rule = cw.GeometricBisection(1e-3, 4, factor=100.0)
+    rule = search.GeometricBisection(1e-3, 4, factor=100.0)
     st = rule.init(xp, 1, np.float64 if xp is np else None)
     seq = []
     for ok in [False, True, False]:

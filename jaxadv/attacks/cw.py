@@ -79,39 +79,10 @@ DISTANCES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class GeometricBisection:
-    """The const search in log space: ``c / factor`` after a success and ``c * factor`` after a
-    failure until both bounds are known, then ``c = sqrt(lo * up)``; ``steps`` steps in all.
-
-    Carlini's rule only halves ``c`` after a success (``(0 + up) / 2``), so from ``c0 = 1e-3``
-    nine steps reach ``4e-6`` at the least, while on the demo VGG13 most clips' best ``c`` is
-    1e-8..1e-7 (their smallest perturbations lie ~90-110 dB below the signal) and a few need
-    1e-3 (``benchmarks/cw_convergence.py``).
-    """
-
-    initial: float
-    steps: int
-    factor: float = 10.0
-
-    def init(self, xp: Any, batch: int, dtype: Any = None) -> search.SearchState:
-        return search.CarliniBisection(self.initial, self.steps).init(xp, batch, dtype)  # lo = 0
-
-    def update(self, xp: Any, st: search.SearchState, ok: Any) -> tuple[search.SearchState, Any]:
-        c = st.const
-        up = xp.where(ok, xp.minimum(st.up, c), st.up)
-        lo = xp.where(ok, st.lo, xp.maximum(st.lo, c))
-        bracketed = (lo > 0) & (up < search.CONST_SEARCHING)
-        grow = xp.where(ok, c / self.factor, c * self.factor)
-        c = xp.where(bracketed, xp.sqrt(lo * up), grow)
-        count = st.count + 1
-        return search.SearchState(c, lo, up, count, st.phase), count >= self.steps
-
-
 CONST_UPDATES = {
     "carlini": search.CarliniBisection,
     "authors": search.AuthorsHalving,
-    "geometric": GeometricBisection,
+    "geometric": search.GeometricBisection,
 }
 SUCCESS = ("margin", "threshold")
 LR_SCHEDULES = ("constant", "cosine", "exponential")  # over each binary-search step
@@ -157,7 +128,7 @@ class CWConfig:
         ``"threshold"`` (the authors: untargeted ``probs[y] < 0.0244 and argmax != y``, targeted
         ``probs[t] >= 0.975``). Both also require the clip decision to have changed.
       const_update: ``"carlini"``, ``"authors"`` (as coded: halve on success, else unchanged) or
-        ``"geometric"`` (:class:`GeometricBisection`, ``const_factor``).
+        ``"geometric"`` (:class:`~jaxadv.attacks.search.GeometricBisection`, ``const_factor``).
       untargeted_threshold, targeted_threshold: the authors' probability thresholds.
       compact_levels: each iteration evaluates only the examples still running, in a batch of
         ``B``, ``B/2``, ... (``compact_levels`` halvings; 0 = always the whole batch). Results are
