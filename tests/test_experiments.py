@@ -497,3 +497,50 @@ def test_batches_are_balanced_per_bucket(n, batch):
     for b in batches:  # one bucket per batch, job order kept
         assert len({lengths[j.clip.fname] > 65536 for j in b}) == 1
         assert [clips.index(j.clip) for j in b] == sorted(clips.index(j.clip) for j in b)
+
+
+def test_run_sweep_stores_every_job_when_more_jobs_than_slots_finish_at_once(monkeypatch):
+    """A chunk can finish up to 2 x slots jobs (the slots' running jobs and the next ones): every
+    job still gets its metrics and waveform, equal to attacking it alone. The engine's sweep is
+    made to report all its jobs in one call, more than the slots."""
+    from _attack_helpers import chunked_problem
+
+    from jaxadv import attacks as A
+    from jaxadv.datasets import Clip
+
+    fn, params, x, lengths, labels = chunked_problem()
+    clips = [
+        Clip(f"c{i}.wav", C.LABELS[int(labels[i % 6])], int(labels[i % 6]), Path("."), "train")
+        for i in range(9)
+    ]
+    waves = {c.fname: np.asarray(x[i % 6, : int(lengths[i % 6])]) for i, c in enumerate(clips)}
+    jobs = [S.Job(c) for c in clips]
+    model = M.LoadedModel("toy", fn, params, {}, Path("ck"))
+    cfg = A.DeepFoolConfig(steps=20)
+    real_sweep = A.sweep
+
+    def all_at_once(*a, on_results, **k):
+        items = []
+        out = real_sweep(*a, on_results=items.extend, **k)
+        on_results(items)
+        return out
+
+    monkeypatch.setattr(A, "sweep", all_at_once)
+    calls = []
+
+    def on_rows(b, met, adv, secs):
+        assert len(b) == len(met.snr_db) == adv.shape[0]
+        calls.append((b, met, adv))
+
+    S.run_sweep(model, "deepfool", cfg, jobs, waves, 0, 2, on_rows)
+    ((b, met, adv),) = calls
+    assert sorted(j.clip.fname for j in b) == sorted(c.fname for c in clips)
+    for i, j in enumerate(b):
+        k = int(j.clip.fname[1:-4]) % 6
+        one = (x[k : k + 1], lengths[k : k + 1], labels[k : k + 1])
+        alone = A.deepfool(fn, params, *one, config=cfg)
+        n = int(lengths[k])
+        np.testing.assert_allclose(adv[i, :n], np.asarray(alone.adversarial)[0, :n], atol=1e-6)
+        ref = A.evaluate(fn, params, *one, alone)
+        np.testing.assert_allclose(met.snr_db[i], np.asarray(ref.snr_db)[0], rtol=1e-4)
+        assert int(met.success[i]) == int(np.asarray(ref.success)[0])

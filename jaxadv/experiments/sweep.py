@@ -183,17 +183,25 @@ def run_sweep(
 
     def on_results(items: list[tuple[int, Any]]) -> None:
         idx = np.array([j for j, _ in items])
-        pad = np.resize(np.arange(len(idx)), slots)  # fixed rows: one metrics program
+        # a chunk can finish up to 2 * slots jobs: metrics in groups of exactly ``slots`` rows
+        # (the last one padded with repeats), so one metrics program serves every call
+        n = len(idx)
+        pad = np.resize(np.arange(n), -(-n // slots) * slots)
         rows = idx[pad]
         res = jax.tree.map(lambda *a: np.stack(a)[pad], *[r for _, r in items])
-        met = A.evaluate(
-            clf, params, x[rows], lens[rows], labels[rows], res,
-            targets=None if targets is None else targets[rows],
-        )  # fmt: skip
-        met = jax.tree.map(lambda a: np.asarray(a)[: len(idx)], met)
+        groups = []
+        for g in range(0, len(pad), slots):
+            r, part = rows[g : g + slots], jax.tree.map(lambda a, g=g: a[g : g + slots], res)
+            groups.append(
+                A.evaluate(
+                    clf, params, x[r], lens[r], labels[r], part,
+                    targets=None if targets is None else targets[r],
+                )
+            )  # fmt: skip
+        met = jax.tree.map(lambda *a: np.concatenate([np.asarray(v) for v in a])[:n], *groups)
         now = time.perf_counter()
         secs, clock[0] = now - clock[0], now
-        on_rows([jobs[i] for i in idx], met, np.asarray(res.adversarial)[: len(idx)], secs)
+        on_rows([jobs[i] for i in idx], met, np.asarray(res.adversarial)[:n], secs)
 
     A.sweep(
         attack_key, clf, params, x, lens, labels, targets=targets, config=config, key=key,
