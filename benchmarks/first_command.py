@@ -103,6 +103,7 @@ def main(argv=None) -> None:
         ["run", "process s", "command s", "trace s", "lower s", "compile s", "cache read s",
          "compile share", "programs compiled"],
     )  # fmt: skip
+    args.keep = None if args.keep is None else str(args.keep)  # JSON-serialisable record
     print("\nrecord:", B.write_record("first_command", args, info, rows, args.out))
 
 
