@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxadv.attacks import common, engine
+from jaxadv.attacks import common, criteria, engine
 from jaxadv.classifier import ClassifierFn
 
 Array = jax.Array
@@ -242,11 +242,11 @@ class DeepFool:
         def scores_of(xx):
             out = fn(params, xx, lens)
             s, m = common.chunk_scores(out, config.scores)
-            return s, (m, out.probs)
+            return s, (m, out)
 
-        s, pullback, (m, probs) = jax.vjp(scores_of, xc, has_aux=True)
+        s, pullback, (m, out) = jax.vjp(scores_of, xc, has_aux=True)
         q = s.shape[1]
-        now_adv = jnp.argmax(probs, -1) != org
+        now_adv = criteria.Misclassification(org).is_adversarial(out)  # away from the prediction
         # f[b, q, j] = s[b, q, cand_j] - s[b, q, orig]
         s_orig = common.class_score(s, org)
         f = jnp.take_along_axis(s, cnd[:, None, :], axis=-1) - s_orig[:, :, None]
@@ -323,7 +323,8 @@ class DeepFool:
 
     def result(self, fn, params, problem, st: _State, evaluations: Array) -> DeepFoolResult:
         del evaluations
-        success = jnp.argmax(fn(params, st.xc, problem.lengths).probs, -1) != st.orig
+        out = fn(params, st.xc, problem.lengths)
+        success = criteria.Misclassification(st.orig).is_adversarial(out)
         return DeepFoolResult(st.xc, success, st.steps, st.orig)
 
 
