@@ -68,6 +68,23 @@ def adv_filename(model: str, attack: str, job: Job) -> str:
     return f"audio/{model}/{attack}/{stem}{tgt}.wav"
 
 
+def job_arrays(
+    model_name: str, attack_key: str, jobs: Sequence[Job], waves: dict[str, np.ndarray], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(x [B, N], lengths, labels, targets or None, keys or None)`` of the jobs: targets when
+    any job is targeted, per-example keys when the attack draws random numbers (``keyed``)."""
+    from jaxadv import attacks as A
+
+    x, lens, labels, _ = job_batch(waves, jobs)
+    targets = None
+    if any(j.target >= 0 for j in jobs):
+        targets = np.array([j.target for j in jobs], np.int32)
+    keys = None
+    if A.ATTACKS[attack_key].keyed:
+        keys = np.stack([example_key(seed, model_name, j.clip.fname) for j in jobs])
+    return x, lens, labels, targets, keys
+
+
 def run_batch(
     model: LoadedModel,
     attack_key: str,
@@ -86,20 +103,12 @@ def run_batch(
 
     from jaxadv import attacks as A
 
-    x, lens, labels, _ = job_batch(waves, jobs)
-    targeted = any(j.target >= 0 for j in jobs)
-    targets = np.array([j.target for j in jobs], np.int32) if targeted else None
-    arrays = [x, lens, labels] + ([targets] if targeted else [])
-    kwargs: dict[str, Any] = {"config": config}
-    if attack_key == "noise":
-        arrays.append(np.stack([example_key(seed, model.name, j.clip.fname) for j in jobs]))
-    dev, n = shard(arrays, len(jobs), rows)
+    x, lens, labels, targets, keys = job_arrays(model.name, attack_key, jobs, waves, seed)
+    extra = {"targets": targets, "key": keys}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    dev, n = shard([x, lens, labels, *extra.values()], len(jobs), rows)
     xd, ld, yd = dev[:3]
-    rest = dev[3:]
-    if targeted:
-        kwargs["targets"] = rest.pop(0)
-    if attack_key == "noise":
-        kwargs["key"] = rest.pop(0)
+    kwargs: dict[str, Any] = {"config": config, **dict(zip(extra, dev[3:], strict=True))}
     params = replicate(model.params)
     t0 = time.perf_counter()
     res = A.ATTACKS[attack_key](model.classifier, params, xd, ld, yd, **kwargs)
@@ -172,12 +181,7 @@ def run_sweep(
 
     from jaxadv import attacks as A
 
-    x, lens, labels, _ = job_batch(waves, jobs)
-    targeted = any(j.target >= 0 for j in jobs)
-    targets = np.array([j.target for j in jobs], np.int32) if targeted else None
-    key = None
-    if A.ATTACKS[attack_key].keyed:
-        key = np.stack([example_key(seed, model.name, j.clip.fname) for j in jobs])
+    x, lens, labels, targets, key = job_arrays(model.name, attack_key, jobs, waves, seed)
     clf, params = model.classifier, model.params
     clock = [time.perf_counter()]
 
