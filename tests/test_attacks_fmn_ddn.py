@@ -68,7 +68,8 @@ def test_reaches_minimal_distance(name, targeted):
     assert np.all(excess > -1e-4), excess  # never inside the boundary
     assert np.all(excess < GOLDEN_TOL), excess
     np.testing.assert_allclose(np.asarray(r.distance), d, rtol=1e-5)
-    np.testing.assert_array_equal(np.asarray(r.steps), config.steps)
+    steps = np.asarray(r.steps)  # the budget plus the uncounted search before the first success
+    assert np.all(steps >= config.steps) and np.all(steps <= config.steps + config.search_steps)
     valid = _valid(x, lengths)
     np.testing.assert_array_equal(np.asarray(r.adversarial)[~valid], np.asarray(x)[~valid])
     m = A.evaluate(fn, params, x, lengths, labels, r, targets=other if targeted else None)
@@ -85,6 +86,52 @@ def test_foolbox3_l2_fmn_never_projects():
     fixed = dataclasses.replace(A.FMNConfig.foolbox3(), project=True, overshoot=0.02)
     r = A.fmn(fn, params, x, lengths, labels, config=fixed)
     assert np.all(_dist(r.adversarial, x, "l2") < (1 + GOLDEN_TOL) * dmin)
+
+
+@pytest.mark.parametrize("search_steps", [0, 400])
+def test_search_steps_are_not_counted_in_the_budget(search_steps):
+    """From a radius 100 times too small, DDN's search (x 1.05 per step) needs ~95 steps: inside
+    a 50-step budget it never finds the boundary; outside it (``search_steps``) the whole budget
+    refines, and ``steps`` reports the search on top of the budget."""
+    fn, params, x, lengths, labels = linear_problem(n=32, classes=2, batch=4)
+    dmin = _dmin(params, x, lengths, labels, 1 - labels, "l2")
+    config = A.DDNConfig(steps=50, init_norm="absolute", init_epsilon=float(dmin.min()) / 100,
+                         search_steps=search_steps)  # fmt: skip
+    r = A.ddn(fn, params, x, lengths, labels, config=config)
+    steps = np.asarray(r.steps)
+    if search_steps == 0:
+        assert not np.any(np.asarray(r.success))
+        np.testing.assert_array_equal(steps, 50)
+        return
+    assert bool(np.all(np.asarray(r.success)))
+    searched = steps - 50
+    need = np.log(dmin / config.init_epsilon) / np.log(1.05)  # growth steps to the boundary
+    assert np.all(searched >= np.floor(need)) and np.all(searched <= np.ceil(need) + 2), (
+        searched,
+        need,
+    )
+    excess = _dist(r.adversarial, x, "l2") / dmin - 1
+    assert np.all(excess > -1e-4) and np.all(excess < 0.05), excess
+
+
+def test_a_search_that_never_succeeds_ends_after_budget_plus_search_steps():
+    fn, params, x, lengths, labels = linear_problem(n=32, classes=2, batch=4)
+    dmin = _dmin(params, x, lengths, labels, 1 - labels, "l2")
+    config = A.DDNConfig(steps=5, init_norm="absolute", init_epsilon=float(dmin.min()) / 1e4,
+                         search_steps=10)  # fmt: skip
+    r = A.ddn(fn, params, x, lengths, labels, config=config)
+    assert not np.any(np.asarray(r.success))
+    np.testing.assert_array_equal(np.asarray(r.steps), 15)
+
+
+@pytest.mark.parametrize("name", ["fmn_l2", "ddn"])
+def test_search_steps_zero_is_the_counted_search(name):
+    """``search_steps=0`` gives exactly the old behaviour: every row runs ``steps`` iterations."""
+    key, config, _ = DEFAULTS[name]
+    fn, params, x, lengths, labels = linear_problem(n=32, classes=2, batch=4)
+    r = A.ATTACKS[key](fn, params, x, lengths, labels,
+                       config=dataclasses.replace(config, search_steps=0))  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(r.steps), config.steps)
 
 
 SCALE = 0.01
@@ -244,7 +291,9 @@ def test_sweep_equals_each_job_alone(name):
     results, stats = A.sweep(
         key, fn, params, x, lengths, labels, targets=targets, config=config, slots=4, chunk=4
     )
-    assert stats.jobs == 12 and stats.useful == 12 * config.steps
+    # every job's evaluations are useful: its budget plus its uncounted search
+    assert stats.jobs == 12 and stats.useful == sum(int(r.steps) for r in results)
+    assert all(int(r.steps) >= config.steps for r in results)
     for j in (0, 5, 7, 11):
         one = slice(j, j + 1)
         alone = A.ATTACKS[key](
@@ -286,6 +335,7 @@ BAD_FIELDS_FMN_DDN = [
     (A.FMNConfig, "step_scale", "relative", r"one of \['absolute', 'epsilon'\]"),
     (A.FMNConfig, "project", 1, "True or False"),
     (A.FMNConfig, "overshoot", -0.01, "a finite number >= 0"),
+    (A.FMNConfig, "search_steps", -1, "an integer >= 0"),
     (A.FMNConfig, "scores", "probs", r"one of \['log_probs', 'logits'\]"),
     (A.FMNConfig, "compact_levels", -1, "an integer >= 0"),
     (A.DDNConfig, "steps", -5, "an integer >= 1"),
@@ -296,6 +346,8 @@ BAD_FIELDS_FMN_DDN = [
     (A.DDNConfig, "alpha_final", float("nan"), "a finite number >= 0"),
     (A.DDNConfig, "gamma", 1.5, r"a finite number in \(0, 1\)"),
     (A.DDNConfig, "step_scale", None, r"one of \['absolute', 'epsilon'\]"),
+    (A.DDNConfig, "gamma_final", 1.0, r"None or a finite number in \[0, 1\)"),
+    (A.DDNConfig, "search_steps", 2.5, "an integer >= 0"),
     (A.DDNConfig, "scores", "probs", r"one of \['log_probs', 'logits'\]"),
     (A.DDNConfig, "compact_levels", 0.5, "an integer >= 0"),
 ]

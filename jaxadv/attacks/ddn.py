@@ -51,9 +51,11 @@ from jaxadv.attacks.fmn import (
     below_one,
     clip_to_box,
     cosine,
+    count_search,
     lp_norm,
     margin,
     project_box,
+    schedule_clock,
     worst_norm,
 )
 from jaxadv.classifier import ClassifierFn
@@ -77,7 +79,13 @@ class DDNConfig:
         ``step_scale="epsilon"`` (default 0.3 -> 0.003), an absolute L2 length with
         ``"absolute"`` (Foolbox and the authors: 1 -> 0.01).
       gamma: the norm update factor (``eps *= 1 -+ gamma``).
+      gamma_final: if set, ``gamma`` is cosine annealed from ``gamma`` to this over ``steps``
+        (as FMN's), so the radius settles on the boundary instead of hopping by ``gamma`` to the
+        last step (None: constant, Foolbox and the paper).
       step_scale: ``"epsilon"`` (``alpha * eps``, scale-free; default) or ``"absolute"``.
+      search_steps: up to this many iterations before the first adversarial iterate are not
+        counted in ``steps`` and do not advance the ``alpha`` schedule (0: Foolbox, every
+        iteration counts); see :class:`~jaxadv.attacks.fmn.FMNConfig`.
       scores: ``"log_probs"`` or ``"logits"`` (the CE's scores, see :mod:`jaxadv.attacks.common`).
       compact_levels: see :func:`jaxadv.attacks.common.compact_map` (0: every row runs ``steps``
         iterations).
@@ -89,7 +97,9 @@ class DDNConfig:
     alpha_init: float = 0.3
     alpha_final: float = 0.003
     gamma: float = 0.05
+    gamma_final: float | None = None
     step_scale: str = "epsilon"
+    search_steps: int = 400
     scores: str = "log_probs"
     compact_levels: int = 0
 
@@ -103,7 +113,12 @@ class DDNConfig:
                 "alpha_init": common.number(0.0, lo_open=True),
                 "alpha_final": common.number(0.0),
                 "gamma": below_one(lo_open=True),
+                "gamma_final": common.Rule(
+                    "None or " + below_one(lo_open=False).text,
+                    lambda v: v is None or below_one(lo_open=False).ok(v),
+                ),
                 "step_scale": common.choice(STEP_SCALES),
+                "search_steps": common.integer(0),
                 "scores": common.SCORES_RULE,
                 "compact_levels": common.COMPACT_RULE,
             },
@@ -120,6 +135,7 @@ class DDNConfig:
             alpha_final=0.01,
             gamma=0.05,
             step_scale="absolute",
+            search_steps=0,
         )
 
 
@@ -129,7 +145,8 @@ class DDNResult(NamedTuple):
     Attributes:
       adversarial: ``[B, N]`` the smallest adversarial iterate (the clean clip if none was).
       success: some iterate was adversarial (``argmax != label`` / ``argmax == target``).
-      steps: evaluations (forward+backward) used: ``config.steps``.
+      steps: evaluations (forward+backward) used: ``config.steps`` plus the row's uncounted
+        search (at most ``config.search_steps``).
       distance: L2 norm of ``adversarial - x`` over the valid samples (0 if failed).
       epsilon: the final norm.
     """
@@ -148,6 +165,7 @@ class _State(NamedTuple):
     best_norm: Array  # [B] inf until an adversarial iterate
     found: Array
     it: Array
+    searched: Array  # [B] of ``it``, uncounted search iterations (``search_steps``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +195,7 @@ class DDN:
             best_norm=full(jnp.inf, jnp.float32),
             found=full(False, bool),
             it=full(0, jnp.int32),
+            searched=full(0, jnp.int32),
         )
 
     def query(self, st: _State) -> Array:
@@ -209,7 +228,7 @@ class DDN:
         ok, boundary, unit = e
         valid = problem.valid
         worst = worst_norm(problem, "l2")
-        alpha = cosine(cfg.alpha_init, cfg.alpha_final, st.it, cfg.steps)
+        alpha = cosine(cfg.alpha_init, cfg.alpha_final, schedule_clock(st), cfg.steps)
         eps = st.eps
         if cfg.init_norm == "deepfool":
             eps = jnp.where(st.it == 0, jnp.minimum(cfg.init_epsilon * boundary, worst), eps)
@@ -223,7 +242,10 @@ class DDN:
         sign = -1.0 if problem.targeted else 1.0
         delta = st.delta + (sign * size)[:, None] * unit
         # norm update and projection onto the sphere, then the box
-        eps = jnp.minimum(eps * jnp.where(ok, 1.0 - cfg.gamma, 1.0 + cfg.gamma), worst)
+        gamma = cfg.gamma
+        if cfg.gamma_final is not None:
+            gamma = cosine(cfg.gamma, cfg.gamma_final, schedule_clock(st), cfg.steps)
+        eps = jnp.minimum(eps * jnp.where(ok, 1.0 - gamma, 1.0 + gamma), worst)
         n2 = lp_norm(delta, valid, "l2")
         delta = delta * jnp.where(n2 > 0, eps / jnp.maximum(n2, TINY), 0.0)[:, None]
         return _State(
@@ -233,10 +255,11 @@ class DDN:
             best_norm=best_norm,
             found=st.found | ok,
             it=st.it + 1,
+            searched=count_search(st, st.found | ok, cfg.search_steps),
         )
 
     def done(self, st: _State) -> Array:
-        return st.it >= self.config.steps
+        return schedule_clock(st) >= self.config.steps
 
     def result(self, fn, params, problem, st: _State, evaluations: Array) -> DDNResult:
         del fn, params

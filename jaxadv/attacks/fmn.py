@@ -76,6 +76,18 @@ def cosine(start: float, end: float, i: Array, steps: int) -> Array:
     return end + (start - end) * (1.0 + jnp.cos(math.pi * t)) / 2.0
 
 
+def schedule_clock(st: Any) -> Array:
+    """``[B]`` iterations that count for the schedules and the budget: those run minus the
+    uncounted search (``search_steps``)."""
+    return st.it - st.searched
+
+
+def count_search(st: Any, found: Array, search_steps: int) -> Array:
+    """``[B]`` the uncounted search iterations after this one: +1 while no iterate (this one
+    included) was adversarial and fewer than ``search_steps`` were spent searching."""
+    return st.searched + ((~found) & (st.searched < search_steps)).astype(jnp.int32)
+
+
 def margin(out: Any, problem: engine.Problem, scores: str) -> Array:
     """``[B]`` clip-score margin, > 0 while not adversarial: ``s_y - max_{j!=y} s_j`` or
     ``max_{j!=t} s_j - s_t`` (targeted)."""
@@ -131,6 +143,13 @@ class FMNConfig:
         (1 + overshoot)`` (Foolbox, the paper: 0; default DeepFool's 0.02). With 0 the ball
         ends exactly on the linearised boundary, so on a (locally) linear model the iterate
         approaches the boundary from inside and, with the projection, may never cross it.
+      search_steps: up to this many iterations before the first adversarial iterate are not
+        counted in ``steps`` and do not advance the ``alpha``/``gamma`` schedules (0: Foolbox and
+        the paper, every iteration counts). A row then runs ``steps`` plus its search (at most
+        ``search_steps``): on the clips where the margin's gradient turns as the path curves
+        (DeepFool needs 150-300 steps there), the plain budget ends before any adversarial is
+        found, and a search under the annealed steps crawls; with the search outside the
+        schedule every clip gets its full refinement. In a sweep only the hard clips pay.
       scores: ``"log_probs"`` or ``"logits"`` (the margin's scores, see :mod:`jaxadv.attacks.common`).
       compact_levels: see :func:`jaxadv.attacks.common.compact_map` (0: every row runs ``steps``
         iterations, so a batch never shrinks in :func:`~jaxadv.attacks.engine.run`).
@@ -145,6 +164,7 @@ class FMNConfig:
     step_scale: str = "epsilon"
     project: bool = True
     overshoot: float = 0.02
+    search_steps: int = 400
     scores: str = "log_probs"
     compact_levels: int = 0
 
@@ -161,6 +181,7 @@ class FMNConfig:
                 "step_scale": common.choice(STEP_SCALES),
                 "project": common.BOOLEAN,
                 "overshoot": common.number(0.0),
+                "search_steps": common.integer(0),
                 "scores": common.SCORES_RULE,
                 "compact_levels": common.COMPACT_RULE,
             },
@@ -179,6 +200,7 @@ class FMNConfig:
             step_scale="absolute",
             project=norm == "linf",
             overshoot=0.0,
+            search_steps=0,
         )
 
 
@@ -188,7 +210,8 @@ class FMNResult(NamedTuple):
     Attributes:
       adversarial: ``[B, N]`` the smallest adversarial iterate (the clean clip if none was).
       success: some iterate was adversarial (``argmax != label`` / ``argmax == target``).
-      steps: evaluations (forward+backward) used: ``config.steps``.
+      steps: evaluations (forward+backward) used: ``config.steps`` plus the row's uncounted
+        search (at most ``config.search_steps``).
       distance: the config norm of ``adversarial - x`` over the valid samples (0 if failed).
       epsilon: the final norm constraint.
     """
@@ -207,6 +230,7 @@ class _State(NamedTuple):
     best_norm: Array  # [B] inf until an adversarial iterate
     found: Array  # [B]
     it: Array  # [B] iterations run
+    searched: Array  # [B] of them, uncounted search iterations (``search_steps``)
 
 
 def _evaluate_margin(fn: Any, params: Any, problem: engine.Problem, delta: Array, scores: str):
@@ -245,6 +269,7 @@ class FMN:
             best_norm=full(jnp.inf, jnp.float32),
             found=full(False, bool),
             it=full(0, jnp.int32),
+            searched=full(0, jnp.int32),
         )
 
     def query(self, st: _State) -> Array:
@@ -258,8 +283,9 @@ class FMN:
         m, ok, g = e
         valid = problem.valid
         dual = "l1" if cfg.norm == "linf" else "l2"
-        alpha = cosine(cfg.alpha_init, cfg.alpha_final, st.it, cfg.steps)
-        gamma = cosine(cfg.gamma_init, cfg.gamma_final, st.it, cfg.steps)
+        clock = schedule_clock(st)
+        alpha = cosine(cfg.alpha_init, cfg.alpha_final, clock, cfg.steps)
+        gamma = cosine(cfg.gamma_init, cfg.gamma_final, clock, cfg.steps)
         # best-so-far (the evaluated iterate)
         norm = lp_norm(st.delta, valid, cfg.norm)
         better = ok & (norm <= st.best_norm)
@@ -296,10 +322,11 @@ class FMN:
             best_norm=best_norm,
             found=found,
             it=st.it + 1,
+            searched=count_search(st, found, cfg.search_steps),
         )
 
     def done(self, st: _State) -> Array:
-        return st.it >= self.config.steps
+        return schedule_clock(st) >= self.config.steps
 
     def result(self, fn, params, problem, st: _State, evaluations: Array) -> FMNResult:
         del fn, params
