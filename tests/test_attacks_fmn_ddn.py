@@ -134,6 +134,28 @@ def test_search_steps_zero_is_the_counted_search(name):
     np.testing.assert_array_equal(np.asarray(r.steps), config.steps)
 
 
+@pytest.mark.parametrize("targeted", [False, True])
+def test_ddn_margin_and_ce_losses_agree_for_two_classes(targeted):
+    """With two classes grad CE = -(1 - p_y) grad m: the same unit direction, so the same
+    trajectory; with more classes both reach the linear model's minimal distance."""
+    fn, params, x, lengths, labels = linear_problem(n=32, classes=2, batch=4)
+    t = 1 - labels if targeted else None
+    runs = {
+        loss: A.ddn(
+            fn, params, x, lengths, labels, targets=t, config=A.DDNConfig(loss=loss)
+        )  # fmt: skip
+        for loss in ("ce", "margin")
+    }
+    np.testing.assert_allclose(
+        np.asarray(runs["ce"].distance), np.asarray(runs["margin"].distance), rtol=1e-4
+    )
+    fn, params, x, lengths, labels = linear_problem(n=32, classes=5, batch=6)
+    for loss in ("ce", "margin"):
+        r = A.ddn(fn, params, x, lengths, labels, config=A.DDNConfig(loss=loss))
+        m = A.evaluate(fn, params, x, lengths, labels, r)
+        assert bool(np.all(np.asarray(m.fooled))), loss
+
+
 SCALE = 0.01
 
 
@@ -348,6 +370,7 @@ BAD_FIELDS_FMN_DDN = [
     (A.DDNConfig, "step_scale", None, r"one of \['absolute', 'epsilon'\]"),
     (A.DDNConfig, "gamma_final", 1.0, r"None or a finite number in \[0, 1\)"),
     (A.DDNConfig, "search_steps", 2.5, "an integer >= 0"),
+    (A.DDNConfig, "loss", "hinge", r"one of \['ce', 'margin'\]"),
     (A.DDNConfig, "scores", "probs", r"one of \['log_probs', 'logits'\]"),
     (A.DDNConfig, "compact_levels", 0.5, "an integer >= 0"),
 ]

@@ -73,6 +73,44 @@ def test_sweep_refills_slots_and_compiles_once():
     assert engine._chunk_jit._cache_size() == size
 
 
+def test_a_sweep_compiled_ahead_in_a_thread_compiles_nothing_and_matches():
+    """compile_sweep (in a worker thread, as the experiments call it) builds the exact program
+    the sweep runs: the sweep then compiles no attack program and its results are unchanged."""
+    import threading
+
+    fn, params, x, lengths, labels = _jobs()
+    config = A.DeepFoolConfig(steps=12, overshoot=-0.4)  # a config no other test compiles
+    compiles: list[str] = []
+
+    def listen(event: str, duration: float, **kw) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(threading.current_thread().name)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        worker = threading.Thread(
+            target=A.compile_sweep, name="ahead",
+            args=("deepfool", fn, params, x, lengths, labels),
+            kwargs={"config": config, "slots": 5},
+        )  # fmt: skip
+        worker.start()
+        worker.join()
+        assert "ahead" in compiles  # the chunk program was built in the thread
+        compiles.clear()
+        results, _ = A.sweep("deepfool", fn, params, x, lengths, labels, config=config, slots=5)
+        # the sweep itself compiles no chunk program (tiny host-side ops aside: none here)
+        assert compiles == [], compiles
+    finally:
+        from jax._src import monitoring
+
+        monitoring.unregister_event_duration_listener(listen)
+    for j in (0, 7):
+        alone = A.deepfool(fn, params, x[j : j + 1], lengths[j : j + 1], labels[j : j + 1],
+                           config=config)  # fmt: skip
+        _assert_close(results[j], jax.tree.map(lambda a: np.asarray(a)[0], alone),
+                      atol=_atol("deepfool"), steps_slack=_slack("deepfool"))  # fmt: skip
+
+
 def test_killed_sweep_resumes_without_recomputing_finished_jobs():
     fn, params, x, lengths, labels = _jobs()
     config = A.CWConfig(binary_search_steps=2, max_iterations=20, learning_rate=5e-2)

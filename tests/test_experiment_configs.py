@@ -30,9 +30,12 @@ def former_attack_configs(experiment: str, preset: str, model: str) -> dict:
             out = {
                 "noise": ("noise", A.NoiseConfig(snr_db=20.0)),
                 "fgsm": ("fgsm", A.FGSMConfig(snr_db=20.0)),
-                "deepfool": ("deepfool", A.DeepFoolConfig(steps=100, candidates=10)),
+                "deepfool": ("deepfool", A.DeepFoolConfig(steps=500, candidates=10)),
                 "cw": ("cw", A.CWConfig.audio()),  # issue 17: the convergent C&W
             }  # fmt: skip
+            if fam == "cochlear":  # issue 17: dense_wav needs a larger step and const
+                out["cw"] = ("cw", dataclasses.replace(A.CWConfig.audio(), learning_rate=1e-3,
+                                                       initial_const=1e-3))  # fmt: skip
         if preset == "demo" and experiment == "untargeted":
             out["fmn"] = ("fmn", A.FMNConfig(steps=100))
             out["ddn"] = ("ddn", A.DDNConfig(steps=100))

@@ -241,6 +241,36 @@ def test_resume_after_a_kill_gives_the_same_rows(tmp_path, monkeypatch):
     assert not (tmp_path / "straight" / "audio").exists()
 
 
+def test_programs_compiled_ahead_in_threads_give_the_same_rows(tmp_path, monkeypatch):
+    """With the Compiler's worker threads on (the default on accelerators), every sweep program
+    is built ahead, each sweep compiles none itself, and the rows equal a run without them."""
+    data = small_data(tmp_path / "data", ("Cello", "Oboe"))
+    flags = ["--data", data, "--models", "vgg13", "--no-audio"]
+    run_cmd(targeted, tmp_path / "plain", *flags)
+    built, waited = [], []
+    orig_compile, orig_wait = S._compile_part, S.Compiler.wait
+
+    def compile_part(model, part, waves, seed):
+        built.append((model.name, part.name))
+        return orig_compile(model, part, waves, seed)
+
+    def wait(self, model, part):
+        waited.append((model.name, part.name))
+        return orig_wait(self, model, part)
+
+    monkeypatch.setattr(S, "_compile_part", compile_part)
+    monkeypatch.setattr(S.Compiler, "wait", wait)
+    monkeypatch.setattr(S.Compiler.__init__, "__defaults__", (2,))  # 2 workers, even on CPU
+    run_cmd(targeted, tmp_path / "ahead", *flags)
+    assert sorted(built) == sorted(waited) == [("vgg13", "cw"), ("vgg13", "lbfgs")]
+
+    def table(p):
+        rows = results.ResultStore(p / "results.csv").rows()
+        return sorted(tuple((k, r[k]) for k in results.COLUMNS if k != "seconds") for r in rows)
+
+    assert table(tmp_path / "plain") == table(tmp_path / "ahead")
+
+
 def test_corrupt_clip_and_unknown_label_are_reported_by_name_and_skipped(tmp_path, capsys):
     data = tmp_path / "data"
     (data / C.TEST_AUDIO_DIR).mkdir(parents=True)

@@ -165,6 +165,22 @@ ATTACKS: dict[str, AttackSpec] = {
 }
 
 
+def _sweep_problem(
+    name: str, fn: Any, params: Any, x: Any, lengths: Any, labels: Any, targets: Any,
+    config: Any, key: Any,
+) -> tuple[Any, engine.Problem]:  # fmt: skip
+    """The engine algorithm of ``name`` with ``config`` and the checked jobs as a Problem."""
+    spec = ATTACKS[name]
+    config = spec.config() if config is None else config
+    _common.check_config(name, config, spec.config)
+    x, lengths, labels, targets = _common.validate(
+        name, fn, params, x, lengths, labels, targets, targeted=spec.targeted
+    )
+    keys = _common.example_keys(key, x.shape[0]) if spec.keyed else None
+    problem = engine.Problem(x, lengths, labels, targets, keys)
+    return spec.algorithm(config), problem
+
+
 def sweep(
     name: str,
     fn: Any,
@@ -191,21 +207,34 @@ def sweep(
       without the batch axis; :func:`jaxadv.attacks.engine.stack` stacks them) and
       :class:`~jaxadv.attacks.engine.SweepStats`.
     """
-    spec = ATTACKS[name]
-    config = spec.config() if config is None else config
-    _common.check_config(name, config, spec.config)
-    x, lengths, labels, targets = _common.validate(
-        name, fn, params, x, lengths, labels, targets, targeted=spec.targeted
-    )
-    keys = _common.example_keys(key, x.shape[0]) if spec.keyed else None
-    problem = engine.Problem(x, lengths, labels, targets, keys)
-    return engine.sweep(
-        spec.algorithm(config), fn, params, problem, slots=slots, chunk=chunk, on_results=on_results
-    )
+    algo, problem = _sweep_problem(name, fn, params, x, lengths, labels, targets, config, key)
+    return engine.sweep(algo, fn, params, problem, slots=slots, chunk=chunk, on_results=on_results)
+
+
+def compile_sweep(
+    name: str,
+    fn: Any,
+    params: Any,
+    x: Any,
+    lengths: Any,
+    labels: Any,
+    *,
+    targets: Any = None,
+    config: Any = None,
+    key: Any = None,
+    slots: int = 16,
+    chunk: int = 16,
+) -> None:
+    """Compile the program :func:`sweep` runs for the same arguments, without running it
+    (:func:`jaxadv.attacks.engine.compile_sweep`; call it from a worker thread to build programs
+    while others run)."""
+    algo, problem = _sweep_problem(name, fn, params, x, lengths, labels, targets, config, key)
+    engine.compile_sweep(algo, fn, params, problem, slots=slots, chunk=chunk)
 
 
 __all__ = [
     "ATTACKS",
+    "compile_sweep",
     "criteria",
     "engine",
     "search",

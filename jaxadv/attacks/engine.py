@@ -331,6 +331,60 @@ def auto_slots(jobs: int, most: int, per_slot: int = 4) -> int:
     return max(1, min(most, -(-jobs // per_slot)))
 
 
+def _check_sweep(slots: Any, chunk: Any, refill_at: Any) -> int:
+    """``refill_at`` resolved; ValueError for bad ``slots`` / ``chunk``."""
+    if not isinstance(slots, int) or slots < 1:
+        raise ValueError(f"sweep: slots must be an integer >= 1, got {slots!r}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"sweep: chunk must be an integer >= 1, got {chunk!r}")
+    return max(1, slots // 8) if refill_at is None else int(refill_at)
+
+
+def _sweep_inputs(arrays: dict[str, np.ndarray], params: Any, slots: int) -> tuple[Any, Any]:
+    """``params`` on the slots' devices and ``pending_at(start) -> (jobs, job ids, count)``, the
+    ``slots`` jobs from ``start`` laid out as the program takes them."""
+    n_jobs = arrays["x"].shape[0]
+    rows, replicated = slot_sharding(slots)
+
+    def pending_at(start: int) -> tuple[Problem, Array, int]:
+        idx = np.arange(start, start + slots)
+        n = int(min(slots, n_jobs - start))
+        idx = np.minimum(idx, n_jobs - 1)  # pad with the last job (valid data, never used)
+        job = np.where(np.arange(slots) < n, idx, -1).astype(np.int32)
+        return _device_problem(arrays, idx, rows), jax.device_put(job, rows), n
+
+    return jax.device_put(params, replicated), pending_at
+
+
+def compile_sweep(
+    algo: Any,
+    fn: Any,
+    params: Any,
+    jobs: Problem,
+    *,
+    slots: int,
+    chunk: int = 16,
+    refill_at: int | None = None,
+) -> None:
+    """Compile the program :func:`sweep` runs for these arguments, without running it.
+
+    The program lands in JAX's in-memory cache (and the persistent one, where enabled), so the
+    sweep's first chunk compiles nothing. XLA compiles without holding the GIL: calling this
+    from worker threads builds several programs at once, and builds later sweeps' programs
+    while earlier sweeps run (``jaxadv.experiments`` does both).
+    """
+    refill_at = _check_sweep(slots, chunk, refill_at)
+    arrays, _ = _host_problem(jobs)
+    if arrays["x"].shape[0] == 0:
+        return
+    params, pending_at = _sweep_inputs(arrays, params, slots)
+    pending, pending_job, n_pending = pending_at(0)
+    sl = empty_slots(algo, fn, params, pending, slot_sharding(slots)[0])
+    _chunk_jit.lower(
+        algo, fn, chunk, refill_at, params, sl, pending, pending_job, jnp.int32(n_pending)
+    ).compile()
+
+
 def sweep(
     algo: Any,
     fn: Any,
@@ -368,31 +422,17 @@ def sweep(
       ``(results, stats)``: ``results[j]`` is job ``j``'s result (as passed to ``on_results``) and
       :class:`SweepStats`.
     """
-    if not isinstance(slots, int) or slots < 1:
-        raise ValueError(f"sweep: slots must be an integer >= 1, got {slots!r}")
-    if not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"sweep: chunk must be an integer >= 1, got {chunk!r}")
-    refill_at = max(1, slots // 8) if refill_at is None else int(refill_at)
     t0 = time.perf_counter()
+    refill_at = _check_sweep(slots, chunk, refill_at)
     arrays, _ = _host_problem(jobs)
     n_jobs = arrays["x"].shape[0]
     results: list[Any] = [None] * n_jobs
     if n_jobs == 0:
         return results, SweepStats(0, slots, 0, 0, 0, 0, 0.0)
-
-    rows, replicated = slot_sharding(slots)
-    params = jax.device_put(params, replicated)
-
-    def pending_at(start: int) -> tuple[Problem, Array, int]:
-        idx = np.arange(start, start + slots)
-        n = int(min(slots, n_jobs - start))
-        idx = np.minimum(idx, n_jobs - 1)  # pad with the last job (valid data, never used)
-        job = np.where(np.arange(slots) < n, idx, -1).astype(np.int32)
-        return _device_problem(arrays, idx, rows), jax.device_put(job, rows), n
-
+    params, pending_at = _sweep_inputs(arrays, params, slots)
     nxt = 0
     pending, pending_job, n_pending = pending_at(nxt)
-    sl = empty_slots(algo, fn, params, pending, rows)
+    sl = empty_slots(algo, fn, params, pending, slot_sharding(slots)[0])
     iterations = useful = chunks = finished = 0
     while finished < n_jobs:
         sl, out, out_job, n_out, used, iters, use = _chunk_jit(

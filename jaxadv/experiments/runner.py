@@ -38,7 +38,7 @@ from jaxadv.experiments.runfolder import (
     write_config,
     writes_audio,
 )
-from jaxadv.experiments.sweep import Job, sweep
+from jaxadv.experiments.sweep import Compiler, Job, plan, sweep
 
 log = logging.getLogger("jaxadv.experiments")
 
@@ -207,13 +207,24 @@ def attack_models(
     ``write_audio``: default ``run.write_audio`` (what the run's fingerprint records).
     """
     audio = run.write_audio if write_audio is None else write_audio
-    for m in run.models:
-        jobs = jobs_of(correct_clips(run.clips, run.preds[m.name]))
-        sweep(
-            run.out, run.store, m, run.attacks(m.name), jobs, run.waves,
-            batch_size=run.args.batch_size, seed=run.args.seed, write_audio=audio,
-            arrays=run.arrays,
-        )  # fmt: skip
+    jobs = {m.name: jobs_of(correct_clips(run.clips, run.preds[m.name])) for m in run.models}
+    # every model's programs start compiling now, in worker threads, in run order: they build
+    # side by side and while earlier models are attacked (a cold start's compile is hidden)
+    compiler = Compiler()
+    try:
+        for m in run.models:
+            parts = plan(
+                run.store, m, run.attacks(m.name), jobs[m.name], run.waves, run.args.batch_size
+            )
+            compiler.submit(m, parts, run.waves, run.args.seed)
+        for m in run.models:
+            sweep(
+                run.out, run.store, m, run.attacks(m.name), jobs[m.name], run.waves,
+                batch_size=run.args.batch_size, seed=run.args.seed, write_audio=audio,
+                arrays=run.arrays, compiler=compiler,
+            )  # fmt: skip
+    finally:
+        compiler.close()
 
 
 def print_outputs(run: Run, tables: Sequence[Any]) -> None:

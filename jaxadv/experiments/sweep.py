@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -151,14 +153,18 @@ def rows_for_batch(
 
 
 def sweep_slots(jobs: int, batch_size: int) -> int:
-    """Slots of an attack's sweep: :func:`jaxadv.attacks.engine.auto_slots` (about 4 jobs per
-    slot, at most ``--batch-size``), rounded up to a multiple of the local devices."""
+    """Slots of an attack's sweep: :func:`jaxadv.attacks.engine.auto_slots`, at most
+    ``--batch-size``, rounded up to a multiple of the local devices. About 8 jobs per slot on a
+    CPU and 4 elsewhere: a CPU's cost per computed row is flat in the batch size (dense_mel C&W,
+    24 jobs: 18.9 ms per row at 4 slots, 18.2 at 24), so fewer slots only shorten the idle tail
+    (47.9 s at 4 slots, 53.7 s at 8); an accelerator's wide batches are nearly free."""
     import jax
 
     from jaxadv.attacks import engine
 
     d = jax.local_device_count()
-    return -(-engine.auto_slots(jobs, batch_size) // d) * d
+    per_slot = 8 if jax.default_backend() == "cpu" else 4
+    return -(-engine.auto_slots(jobs, batch_size, per_slot) // d) * d
 
 
 def run_sweep(
@@ -213,6 +219,106 @@ def run_sweep(
     )  # fmt: skip
 
 
+class Part(NamedTuple):
+    """One compiled program's share of a model's sweep: an attack on one length bucket."""
+
+    name: str  # the attack's row name
+    key: str  # its ``ATTACKS`` key
+    config: Any
+    bucket: int  # N, padded samples
+    jobs: list[Job]  # the bucket's jobs without a row yet
+    slots: int  # 0: a host-side mode in fixed batches (no sweep program)
+
+
+def plan(
+    store: Any,
+    model: LoadedModel,
+    attacks: dict[str, tuple[str, Any]],
+    jobs: Sequence[Job],
+    waves: dict[str, np.ndarray],
+    batch_size: int,
+) -> list[Part]:
+    """The parts of one model's sweep, in run order, with the jobs that ``store`` lacks."""
+    from jaxadv.frontend import bucket_length
+
+    buckets: dict[int, list[Job]] = {}
+    for j in jobs:
+        if j.clip.fname in waves:
+            buckets.setdefault(bucket_length(len(waves[j.clip.fname])), []).append(j)
+    parts = []
+    for name, (key, cfg) in attacks.items():
+        for n in sorted(buckets):
+            left = [
+                j
+                for j in buckets[n]
+                if (model.name, name, j.clip.fname, j.target_name) not in store
+            ]
+            host = getattr(cfg, "mode", None) == "scipy"  # host-side fidelity mode
+            # slots from the whole bucket, not what is left: a resumed run runs the same program
+            # (same rows per convolution), so its rows equal an uninterrupted run's bit for bit
+            slots = 0 if host else sweep_slots(len(buckets[n]), batch_size)
+            parts.append(Part(name, key, cfg, n, left, slots))
+    return parts
+
+
+class Compiler:
+    """Builds sweep programs in worker threads ahead of the sweeps that run them.
+
+    XLA compiles without the GIL, so the programs of several parts build at once, and later
+    models' programs build while earlier models are attacked. A sweep waits for its own program
+    (:meth:`wait`) and then compiles nothing. ``workers=0``: no threads (each sweep compiles its
+    own program when it starts).
+
+    Default (None): no threads on the CPU backend, where the attacks already keep every core
+    busy: measured on 2 cores, the README's first command took 413 s cold with 2 workers
+    against 398 s without (the compiles only took cores from the attacks, and the programs were
+    traced twice). On an accelerator the attacks leave the host cores idle, so up to 4 workers
+    build programs meanwhile (not measured: no accelerator was available).
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        if workers is None:
+            import jax
+
+            workers = 0 if jax.default_backend() == "cpu" else min(4, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(workers, "jaxadv-compile") if workers > 0 else None
+        self._futures: dict[tuple[str, str, int], Future] = {}
+
+    def submit(
+        self, model: LoadedModel, parts: Sequence[Part], waves: dict[str, np.ndarray], seed: int
+    ) -> None:
+        """Start compiling the programs of ``parts`` (host-side and finished parts have none)."""
+        if self._pool is None:
+            return
+        for p in parts:
+            if p.slots and p.jobs:
+                self._futures[(model.name, p.name, p.bucket)] = self._pool.submit(
+                    _compile_part, model, p, waves, seed
+                )
+
+    def wait(self, model: LoadedModel, part: Part) -> None:
+        """Block until ``part``'s program is built (a compile error is raised here)."""
+        fut = self._futures.pop((model.name, part.name, part.bucket), None)
+        if fut is not None:
+            fut.result()
+
+    def close(self) -> None:
+        """Drop the programs not started and wait for the running ones."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._futures.clear()
+
+
+def _compile_part(model: LoadedModel, part: Part, waves: dict[str, np.ndarray], seed: int) -> None:
+    from jaxadv import attacks as A
+
+    x, lens, labels, targets, key = job_arrays(model.name, part.key, part.jobs, waves, seed)
+    A.compile_sweep(
+        part.key, model.classifier, model.params, x, lens, labels, targets=targets,
+        config=part.config, key=key, slots=part.slots,
+    )  # fmt: skip
+
+
 def sweep(
     out: Path,
     store: Any,
@@ -226,6 +332,7 @@ def sweep(
     write_audio: bool,
     arrays: Any = None,
     progress: bool = True,
+    compiler: Compiler | None = None,
 ) -> None:
     """Run every attack on every job of one model, skipping jobs already in ``store``.
 
@@ -236,19 +343,17 @@ def sweep(
     Each (attack, length bucket) streams its jobs through the slots of one compiled program
     (:func:`jaxadv.attacks.sweep`: finished jobs leave their slot to the next ones), and every
     finished job is stored at once, so a killed run resumes job by job. L-BFGS's host-side
-    ``mode="scipy"`` runs in fixed batches instead (:func:`run_batch`).
+    ``mode="scipy"`` runs in fixed batches instead (:func:`run_batch`). ``compiler``: a
+    :class:`Compiler` that was given this sweep's :func:`plan`; each part waits for its program.
     """
     from tqdm import tqdm
 
     from jaxadv import audio
-    from jaxadv.frontend import bucket_length
 
     lengths = {k: len(v) for k, v in waves.items()}
     todo = [j for j in jobs if j.clip.fname in waves]
-    buckets: dict[int, list[Job]] = {}
-    for j in todo:
-        buckets.setdefault(bucket_length(lengths[j.clip.fname]), []).append(j)
-    for name, (key, cfg) in attacks.items():
+    parts = plan(store, model, attacks, todo, waves, batch_size)
+    for name in attacks:
 
         def finished(j: Job, name: str = name) -> bool:
             return (model.name, name, j.clip.fname, j.target_name) in store
@@ -283,17 +388,17 @@ def sweep(
             store.append(rows_for_batch(model.name, name, b, met, secs, files))
             bar.update(len(b))
 
-        for n in sorted(buckets):
-            left = [j for j in buckets[n] if not finished(j)]
-            if not left:
+        for p in parts:
+            if p.name != name or not p.jobs:
                 continue
-            if getattr(cfg, "mode", None) == "scipy":  # host-side fidelity mode: fixed batches
-                for b in job_batches(left, lengths, batch_size):
-                    met, _, adv, secs = run_batch(model, key, cfg, b, waves, seed, batch_size)
+            if not p.slots:  # host-side fidelity mode: fixed batches
+                for b in job_batches(p.jobs, lengths, batch_size):
+                    met, _, adv, secs = run_batch(
+                        model, p.key, p.config, b, waves, seed, batch_size
+                    )
                     keep(b, met, adv, secs)
                 continue
-            # slots from the whole bucket, not what is left: a resumed run runs the same program
-            # (same rows per convolution), so its rows equal an uninterrupted run's bit for bit
-            slots = sweep_slots(len(buckets[n]), batch_size)
-            run_sweep(model, key, cfg, left, waves, seed, slots, keep)
+            if compiler is not None:
+                compiler.wait(model, p)
+            run_sweep(model, p.key, p.config, p.jobs, waves, seed, p.slots, keep)
         bar.close()

@@ -23,5 +23,6 @@ ATTACKS = ("deepfool", "cw")  # the minimal-perturbation attacks whose examples 
 def get_config(preset: str) -> ExperimentConfig:
     """The transfer experiment with ``preset`` (``"demo"`` or ``"paper"``)."""
     base = U.get_config(preset)
-    keep = tuple(a for a in U.attacks(preset) if a.name in ATTACKS)
-    return ExperimentConfig("transfer", preset, base.per_class, keep, keep)
+    iqbal, cochlear = (tuple(a for a in U.attacks(preset, f) if a.name in ATTACKS)
+                       for f in ("iqbal", "cochlear"))  # fmt: skip
+    return ExperimentConfig("transfer", preset, base.per_class, iqbal, cochlear)
