@@ -47,10 +47,10 @@ def former_attack_configs(experiment: str, preset: str, model: str) -> dict:
         lb = A.LBFGSConfig.authors() if fam == "iqbal" else A.LBFGSConfig.authors_cochlear()
         return {"lbfgs": ("lbfgs", lb), "cw": ("cw", cw)}
     return {
-        "lbfgs": ("lbfgs", A.LBFGSConfig(binary_search_steps=2, max_iterations=25,
-                                         initial_const=1.0)),
-        "cw": ("cw", A.CWConfig(binary_search_steps=3, max_iterations=60, learning_rate=1e-3,
-                                initial_const=1.0)),
+        "lbfgs": ("lbfgs", A.LBFGSConfig(binary_search_steps=1, max_iterations=20,
+                                         initial_const=1.0)),  # issue 17: was 2 x 25
+        "cw": ("cw", A.CWConfig(binary_search_steps=2, max_iterations=60, learning_rate=1e-3,
+                                initial_const=1.0)),  # issue 17: was 3 x 60
     }  # fmt: skip
 
 

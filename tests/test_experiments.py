@@ -574,3 +574,15 @@ def test_run_sweep_stores_every_job_when_more_jobs_than_slots_finish_at_once(mon
         ref = A.evaluate(fn, params, *one, alone)
         np.testing.assert_allclose(met.snr_db[i], np.asarray(ref.snr_db)[0], rtol=1e-4)
         assert int(met.success[i]) == int(np.asarray(ref.success)[0])
+
+
+def test_sweep_slots_follow_the_backend(monkeypatch):
+    """About 8 jobs per slot on a CPU, 4 elsewhere, at most --batch-size, a multiple of the
+    local devices."""
+    import jax
+
+    assert S.sweep_slots(30, 16) == 4 and S.sweep_slots(200, 16) == 16 and S.sweep_slots(3, 16) == 1
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert S.sweep_slots(30, 16) == 8
+    monkeypatch.setattr(jax, "local_device_count", lambda: 4)
+    assert S.sweep_slots(30, 16) == 8 and S.sweep_slots(10, 16) == 4
