@@ -340,9 +340,12 @@ def _check_sweep(slots: Any, chunk: Any, refill_at: Any) -> int:
     return max(1, slots // 8) if refill_at is None else int(refill_at)
 
 
-def _sweep_inputs(arrays: dict[str, np.ndarray], params: Any, slots: int) -> tuple[Any, Any]:
-    """``params`` on the slots' devices and ``pending_at(start) -> (jobs, job ids, count)``, the
-    ``slots`` jobs from ``start`` laid out as the program takes them."""
+def _sweep_inputs(
+    algo: Any, fn: Any, arrays: dict[str, np.ndarray], params: Any, slots: int
+) -> tuple[Any, Any, tuple[Problem, Array, int], _Slots]:
+    """What the first chunk of a sweep takes: ``params`` on the slots' devices,
+    ``pending_at(start) -> (jobs, job ids, count)`` (the ``slots`` jobs from ``start`` laid out as
+    the program takes them), ``pending_at(0)`` and the empty slots."""
     n_jobs = arrays["x"].shape[0]
     rows, replicated = slot_sharding(slots)
 
@@ -353,7 +356,9 @@ def _sweep_inputs(arrays: dict[str, np.ndarray], params: Any, slots: int) -> tup
         job = np.where(np.arange(slots) < n, idx, -1).astype(np.int32)
         return _device_problem(arrays, idx, rows), jax.device_put(job, rows), n
 
-    return jax.device_put(params, replicated), pending_at
+    params = jax.device_put(params, replicated)
+    first = pending_at(0)
+    return params, pending_at, first, empty_slots(algo, fn, params, first[0], rows)
 
 
 def compile_sweep(
@@ -377,9 +382,9 @@ def compile_sweep(
     arrays, _ = _host_problem(jobs)
     if arrays["x"].shape[0] == 0:
         return
-    params, pending_at = _sweep_inputs(arrays, params, slots)
-    pending, pending_job, n_pending = pending_at(0)
-    sl = empty_slots(algo, fn, params, pending, slot_sharding(slots)[0])
+    params, _, (pending, pending_job, n_pending), sl = _sweep_inputs(
+        algo, fn, arrays, params, slots
+    )
     _chunk_jit.lower(
         algo, fn, chunk, refill_at, params, sl, pending, pending_job, jnp.int32(n_pending)
     ).compile()
@@ -429,10 +434,10 @@ def sweep(
     results: list[Any] = [None] * n_jobs
     if n_jobs == 0:
         return results, SweepStats(0, slots, 0, 0, 0, 0, 0.0)
-    params, pending_at = _sweep_inputs(arrays, params, slots)
+    params, pending_at, (pending, pending_job, n_pending), sl = _sweep_inputs(
+        algo, fn, arrays, params, slots
+    )
     nxt = 0
-    pending, pending_job, n_pending = pending_at(nxt)
-    sl = empty_slots(algo, fn, params, pending, slot_sharding(slots)[0])
     iterations = useful = chunks = finished = 0
     while finished < n_jobs:
         sl, out, out_job, n_out, used, iters, use = _chunk_jit(

@@ -64,6 +64,11 @@ def job_batch(waves: dict[str, np.ndarray], jobs: Sequence[Job]) -> Any:
     return pad_batch([waves[j.clip.fname] for j in jobs], [j.clip for j in jobs])
 
 
+def job_key(model_name: str, attack: str, job: Job) -> tuple[str, str, str, str]:
+    """A job's key in the result and array stores: ``(model, attack, fname, target name)``."""
+    return (model_name, attack, job.clip.fname, job.target_name)
+
+
 def adv_filename(model: str, attack: str, job: Job) -> str:
     stem = Path(job.clip.fname).stem
     tgt = f"__to_{job.target_name}" if job.target >= 0 else ""
@@ -248,11 +253,7 @@ def plan(
     parts = []
     for name, (key, cfg) in attacks.items():
         for n in sorted(buckets):
-            left = [
-                j
-                for j in buckets[n]
-                if (model.name, name, j.clip.fname, j.target_name) not in store
-            ]
+            left = [j for j in buckets[n] if job_key(model.name, name, j) not in store]
             host = getattr(cfg, "mode", None) == "scipy"  # host-side fidelity mode
             # slots from the whole bucket, not what is left: a resumed run runs the same program
             # (same rows per convolution), so its rows equal an uninterrupted run's bit for bit
@@ -354,13 +355,9 @@ def sweep(
     todo = [j for j in jobs if j.clip.fname in waves]
     parts = plan(store, model, attacks, todo, waves, batch_size)
     for name in attacks:
-
-        def finished(j: Job, name: str = name) -> bool:
-            return (model.name, name, j.clip.fname, j.target_name) in store
-
         bar = tqdm(
             total=len(todo),
-            initial=sum(finished(j) for j in todo),
+            initial=len(todo) - sum(len(p.jobs) for p in parts if p.name == name),
             desc=f"{model.name}/{name}",
             unit="ex",
             disable=not progress,
@@ -372,9 +369,7 @@ def sweep(
             if arrays is not None:  # before the rows: a stored row always has its waveform
                 arrays.append(
                     {
-                        (model.name, name, j.clip.fname, j.target_name): adv[
-                            i, : lengths[j.clip.fname]
-                        ]
+                        job_key(model.name, name, j): adv[i, : lengths[j.clip.fname]]
                         for i, j in enumerate(b)
                     }
                 )
