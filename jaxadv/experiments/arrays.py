@@ -41,20 +41,34 @@ class ArrayStore:
       folder: the store's folder (``RUN/adversarial``).
       writable: create the folder and allow :meth:`append`; ``False`` only reads (a missing
         folder is an empty store, and nothing is created or removed).
+      writer: the tag of this process's parts when several processes share the folder
+        (``part-p1-NNNNNN.npz``; :attr:`jaxadv.experiments.cluster.Share.writer`): each writes and
+        cleans up only its own, and reads everyone's.
     """
 
-    def __init__(self, folder: str | os.PathLike, writable: bool = True):
+    def __init__(self, folder: str | os.PathLike, writable: bool = True, writer: str = ""):
         self.folder = Path(folder)
         self.writable = writable
+        self.writer = writer
+        self._prefix = f"part-{writer}-" if writer else "part-"
         if writable:
             self.folder.mkdir(parents=True, exist_ok=True)
-            for tmp in self.folder.glob("*.tmp"):
-                tmp.unlink()  # a part torn by a kill
+            for tmp in self.folder.glob("part-*.tmp"):
+                # a part torn by a kill: a single process removes any; one of several only its
+                # own (another's may be in flight)
+                if not writer or self._mine(tmp.name.removesuffix(".tmp")):
+                    tmp.unlink()
         self._where: dict[str, Path] = {}
         self._parts = sorted(self.folder.glob("part-*.npz")) if self.folder.is_dir() else []
         for p in self._parts:  # in write order: a later part wins
             with np.load(p) as z:
                 self._where.update(dict.fromkeys(z.files, p))
+        self._own = [p for p in self._parts if self._mine(p.name)]
+
+    def _mine(self, name: str) -> bool:
+        """Whether ``name`` is a part of this store's writer: ``{prefix}NNNNNN.npz``."""
+        rest = name.removeprefix(self._prefix)
+        return rest != name and rest.endswith(".npz") and rest[:-4].isdigit()
 
     def __contains__(self, key: tuple[str, ...]) -> bool:
         return member(key) in self._where
@@ -84,15 +98,16 @@ class ArrayStore:
         if not items:
             return None
         arrays: dict[str, Any] = {member(k): np.asarray(v, np.float32) for k, v in items.items()}
-        n = int(self._parts[-1].stem.split("-")[1]) + 1 if self._parts else 0
-        path = self.folder / f"part-{n:06d}.npz"
-        tmp = self.folder / f"part-{n:06d}.npz.tmp"
+        n = int(self._own[-1].stem.split("-")[-1]) + 1 if self._own else 0
+        path = self.folder / f"{self._prefix}{n:06d}.npz"
+        tmp = self.folder / f"{self._prefix}{n:06d}.npz.tmp"
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         self._parts.append(path)
+        self._own.append(path)
         self._where.update(dict.fromkeys(arrays, path))
         return path
 

@@ -167,6 +167,9 @@ def parser(experiment: str, description: str) -> argparse.ArgumentParser:
         help="do not write adversarial WAV files (the waveforms are stored in adversarial/ "
         "either way, for Figure 3 and transfer)",
     )
+    from jaxadv.experiments import cluster
+
+    cluster.add_flags(p)
     add_debug_flag(p)
     return p
 

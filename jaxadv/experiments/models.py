@@ -125,3 +125,34 @@ def write_clean(path: Path, model: str, clips: Sequence[Clip], preds: dict) -> N
                 f.write(
                     f"{model},{c.fname},{c.label},{C.LABELS[p]},{g:.6f},{int(p == c.label_index)}\n"
                 )
+
+
+def read_clean(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``clean.csv`` (:func:`write_clean`), typed: ``gt_conf`` float, ``correct``
+    int."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["gt_conf"], r["correct"] = float(r["gt_conf"]), int(r["correct"])
+    return rows
+
+
+def clean_table(rows: Sequence[dict[str, Any]]) -> Any:
+    """Clean accuracy and mean ground-truth confidence per model, from :func:`read_clean` rows."""
+    from jaxadv.experiments.tables import Table
+
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["model"], []).append(r)
+    out = []
+    for model, mine in by.items():
+        n, ok = len(mine), sum(r["correct"] for r in mine)
+        gt = float(np.mean([r["gt_conf"] for r in mine]))
+        out.append((model, n, 100.0 * ok / n, gt))
+    return Table(
+        "Clean accuracy on the selected clips (only correctly classified clips are attacked)",
+        ("Model", "Clips", "Accuracy %", "Mean GT confidence"),
+        tuple(out),
+    )

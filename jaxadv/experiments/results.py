@@ -135,6 +135,98 @@ class ResultStore:
         return len(new)
 
 
+SHARDS = "shards"  # a run folder's per-process result files, while a distributed run is on
+
+
+class RunResults:
+    """The result rows of a run folder when one or several processes write it.
+
+    Args:
+      out: the run folder.
+      share: this process's :class:`~jaxadv.experiments.cluster.Share` (default: the only one).
+
+    A single process appends to ``results.csv``; process ``i`` of several appends to its own
+    ``shards/results-pI.csv`` (a :class:`ResultStore` each: no two processes ever write one
+    file, so no row is torn by another's write, also on a shared network file system). Reading
+    (``in``, :meth:`rows`) sees every file, so a job whose row any process wrote, in this run or
+    an earlier one with another number of processes, is never run again. :meth:`merge` (process
+    0, once every process is done) moves the shards' rows into ``results.csv``.
+    """
+
+    def __init__(self, out: str | os.PathLike, share: Any = None):
+        self.out = Path(out)
+        self.writer = "" if share is None else share.writer
+        own = f"{SHARDS}/results-{self.writer}.csv" if self.writer else "results.csv"
+        self.own = ResultStore(self.out / own)
+        self._keys = set(self.own._keys)
+        for p in self._others():
+            self._keys.update(row_key(r) for r in read_rows(p))
+
+    def _others(self) -> list[Path]:
+        return [p for p in run_files(self.out) if p != self.own.path]
+
+    def __contains__(self, key: tuple[str, ...]) -> bool:
+        return tuple(str(k) for k in key) in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def path(self) -> Path:
+        """This process's own results file."""
+        return self.own.path
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append to this process's file the rows no file has yet; returns how many."""
+        new = [r for r in rows if row_key(r) not in self._keys]
+        n = self.own.append(new)
+        self._keys.update(row_key(r) for r in new)
+        return n
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row of every file, each key once (:func:`read_run_rows`)."""
+        return read_run_rows(self.out)
+
+    def merge(self) -> int:
+        """Move every shard's rows into ``results.csv`` and remove the shards; returns how many
+        rows were added. Only while no process writes (a kill mid-way loses nothing: a shard
+        goes only after its rows are on disk in ``results.csv``, and a row is added once)."""
+        shards = sorted((self.out / SHARDS).glob("results-*.csv"))
+        if not shards:
+            return 0
+        main = self.own if not self.writer else ResultStore(self.out / "results.csv")
+        n = 0
+        for p in shards:
+            n += main.append(read_rows(p))
+            p.unlink()
+        try:
+            (self.out / SHARDS).rmdir()
+        except OSError:
+            pass  # something else there: leave it
+        self.own, self.writer = main, ""
+        return n
+
+
+def run_files(out: str | os.PathLike) -> list[Path]:
+    """The results files of a run folder: ``results.csv`` (if there) and any process shards."""
+    out = Path(out)
+    main = out / "results.csv"
+    return ([main] if main.is_file() else []) + sorted((out / SHARDS).glob("results-*.csv"))
+
+
+def read_run_rows(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every row of a run folder without writing anything: ``results.csv`` and then the shards
+    of a distributed run (:class:`RunResults`), each key once; a torn last line is ignored."""
+    seen: set[tuple[str, ...]] = set()
+    rows = []
+    for p in run_files(out):
+        for r in read_rows(p):
+            if row_key(r) not in seen:
+                seen.add(row_key(r))
+                rows.append(r)
+    return rows
+
+
 def _check_header(path: Path, data: bytes) -> None:
     header = ",".join(COLUMNS).encode()
     if not data.startswith(header):

@@ -16,14 +16,17 @@ import numpy as np
 
 from jaxadv.cli import UserError
 from jaxadv.datasets import Clip, Failure
+from jaxadv.experiments import cluster
 from jaxadv.experiments.clips import clip_digest, load_waves, select_clips, shortfall
 from jaxadv.experiments.configs import get_config
 from jaxadv.experiments.flags import parse_checkpoints, parse_models, resolve_attacks
 from jaxadv.experiments.models import (
     LoadedModel,
     clean_predictions,
+    clean_table,
     correct_clips,
     load_models,
+    read_clean,
     write_clean,
 )
 from jaxadv.experiments.runfolder import (
@@ -66,6 +69,7 @@ class Run:
     write_audio: bool = True
     configs: dict[str, dict[str, tuple[str, Any]]] = dataclasses.field(default_factory=dict)
     arrays: Any = None  # the run's ArrayStore of adversarial waveforms
+    share: cluster.Share = dataclasses.field(default_factory=cluster.Share)  # this process's jobs
 
     def attacks(self, model: str) -> dict[str, tuple[str, Any]]:
         """The attacks of this experiment for one model, with the ``--set`` overrides."""
@@ -85,11 +89,16 @@ def start_run(
     Nothing is written until every check passed (flags, ``--out``, data, checkpoints, labels,
     finite clean predictions, the fingerprint of a resumed run, and ``check(fingerprint)`` if
     given); then the run folder, ``config.json`` (first), ``skipped.txt`` and ``results.csv``.
+
+    One process of several (:mod:`~jaxadv.experiments.cluster`): every process checks, then
+    process 0 alone writes ``config.json`` and ``skipped.txt`` while the others wait for it; each
+    process's rows and waveforms go to files of its own.
     """
     from jaxadv.experiments.arrays import FOLDER as ARRAYS_FOLDER
     from jaxadv.experiments.arrays import ArrayStore
-    from jaxadv.experiments.results import ResultStore
+    from jaxadv.experiments.results import RunResults
 
+    share = cluster.initialize(args)  # before anything touches a device
     out = setup_run(args, experiment)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -137,19 +146,33 @@ def start_run(
     if check is not None:
         check(fp)
     preds = {m.name: clean_predictions(m, clips, waves, args.batch_size) for m in models}
+    # every process passed its checks before any writes (a resume reads the old config.json)
+    cluster.barrier(share, f"{experiment}:checked")
     make_out(out)
     run = Run(
         out, args, experiment, models, clips, waves, None, failures, preds,
-        writes_audio(args, experiment), configs,
+        writes_audio(args, experiment), configs, share=share,
     )  # fmt: skip
+    if share.main:
+        _write_run_config(run, fp, old_fp, short)
+        report_failures(out, failures)
+    cluster.barrier(share, f"{experiment}:configured")
+    run.arrays = ArrayStore(out / ARRAYS_FOLDER, writer=share.writer)
+    run.store = RunResults(out, share)
+    return run
+
+
+def _write_run_config(
+    run: Run, fp: dict[str, Any], old_fp: dict[str, Any] | None, short: dict[str, int]
+) -> None:
     write_config(
-        out,
-        args,
+        run.out,
+        run.args,
         {
-            "experiment": experiment,
+            "experiment": run.experiment,
             "fingerprint": merge_fingerprints(old_fp, fp),
-            "note": DEMO_NOTE if args.preset == "demo" else "",
-            "attacks": {m.name: run.attacks(m.name) for m in models},
+            "note": DEMO_NOTE if run.args.preset == "demo" else "",
+            "attacks": {m.name: run.attacks(m.name) for m in run.models},
             "models": {
                 m.name: {
                     "checkpoint": str(m.checkpoint),
@@ -159,40 +182,28 @@ def start_run(
                     "width": getattr(m.classifier.model_config, "width", None),
                     "source": m.meta.get("source"),
                 }
-                for m in models
+                for m in run.models
             },
-            "clips": [c.fname for c in clips if c.fname in waves],
+            "clips": [c.fname for c in run.clips if c.fname in run.waves],
             "per_class_shortfall": short,
-            "skipped": [f.clip.fname for f in failures],
+            "skipped": [f.clip.fname for f in run.failures],
+            "processes": run.share.count,
         },
     )
-    report_failures(out, failures)
-    run.arrays = ArrayStore(out / ARRAYS_FOLDER)
-    run.store = ResultStore(out / "results.csv")
-    return run
 
 
 def clean_pass(run: Run) -> Path:
-    """Clean predictions of every model (``clean.csv``) and a clean-accuracy table."""
-    from jaxadv.experiments.tables import Table
-
+    """Clean predictions of every model (``clean.csv``) and a clean-accuracy table (written by
+    process 0 only; every process has the predictions)."""
     path = run.out / "clean.csv"
+    if not run.share.main:
+        return path
     path.unlink(missing_ok=True)
-    rows = []
     for m in run.models:
         if m.name not in run.preds:
             run.preds[m.name] = clean_predictions(m, run.clips, run.waves, run.args.batch_size)
-        preds = run.preds[m.name]
-        write_clean(path, m.name, run.clips, preds)
-        n = len(preds)
-        ok = len(correct_clips(run.clips, preds))
-        gt = [g for _, g in preds.values()]
-        rows.append((m.name, n, 100.0 * ok / n if n else float("nan"), float(np.mean(gt))))
-    Table(
-        "Clean accuracy on the selected clips (only correctly classified clips are attacked)",
-        ("Model", "Clips", "Accuracy %", "Mean GT confidence"),
-        tuple(rows),
-    ).write(run.out, "clean_accuracy")
+        write_clean(path, m.name, run.clips, run.preds[m.name])
+    clean_table(read_clean(path)).write(run.out, "clean_accuracy")
     return path
 
 
@@ -202,7 +213,8 @@ def attack_models(
     *,
     write_audio: bool | None = None,
 ) -> None:
-    """Sweep every model of ``run`` with its attacks over ``jobs_of(correctly classified clips)``.
+    """Sweep every model of ``run`` with its attacks over ``jobs_of(correctly classified clips)``
+    (this process's share of them).
 
     ``write_audio``: default ``run.write_audio`` (what the run's fingerprint records).
     """
@@ -214,17 +226,38 @@ def attack_models(
     try:
         for m in run.models:
             parts = plan(
-                run.store, m, run.attacks(m.name), jobs[m.name], run.waves, run.args.batch_size
-            )
+                run.store, m, run.attacks(m.name), jobs[m.name], run.waves, run.args.batch_size,
+                run.share,
+            )  # fmt: skip
             compiler.submit(m, parts, run.waves, run.args.seed)
         for m in run.models:
             sweep(
                 run.out, run.store, m, run.attacks(m.name), jobs[m.name], run.waves,
                 batch_size=run.args.batch_size, seed=run.args.seed, write_audio=audio,
-                arrays=run.arrays, compiler=compiler,
+                arrays=run.arrays, compiler=compiler, share=run.share,
             )  # fmt: skip
     finally:
         compiler.close()
+
+
+def gather(run: Run) -> bool:
+    """After the sweeps: wait for every process's share, then process 0 merges the result
+    shards into ``results.csv`` and sees every process's waveforms. Returns whether this process
+    makes the tables and figures (process 0; the others print where they are and return)."""
+    from jaxadv.experiments.arrays import ArrayStore
+
+    cluster.barrier(run.share, f"{run.experiment}:swept")
+    if not run.share.main:
+        print(
+            f"process {run.share.index} of {run.share.count}: its share is done; process 0 "
+            f"writes the tables of {run.out}"
+        )
+        return False
+    n = run.store.merge()
+    if n:
+        log.info("merged %d rows of other processes into %s", n, run.out / "results.csv")
+    run.arrays = ArrayStore(run.arrays.folder)  # every process's parts
+    return True
 
 
 def print_outputs(run: Run, tables: Sequence[Any]) -> None:

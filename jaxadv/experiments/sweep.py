@@ -242,8 +242,10 @@ def plan(
     jobs: Sequence[Job],
     waves: dict[str, np.ndarray],
     batch_size: int,
+    share: Any = None,
 ) -> list[Part]:
-    """The parts of one model's sweep, in run order, with the jobs that ``store`` lacks."""
+    """The parts of one model's sweep, in run order, with the jobs that ``store`` lacks (and
+    that ``share``, a :class:`~jaxadv.experiments.cluster.Share`, owns; default: all)."""
     from jaxadv.frontend import bucket_length
 
     buckets: dict[int, list[Job]] = {}
@@ -253,13 +255,18 @@ def plan(
     parts = []
     for name, (key, cfg) in attacks.items():
         for n in sorted(buckets):
-            left = [j for j in buckets[n] if job_key(model.name, name, j) not in store]
+            left = [j for j in buckets[n] if _pending(store, share, job_key(model.name, name, j))]
             host = getattr(cfg, "mode", None) == "scipy"  # host-side fidelity mode
-            # slots from the whole bucket, not what is left: a resumed run runs the same program
-            # (same rows per convolution), so its rows equal an uninterrupted run's bit for bit
+            # slots from the whole bucket, not what is left (nor this process's share of it): a
+            # resumed or distributed run runs the same program (same rows per convolution), so
+            # its rows equal an uninterrupted single process's bit for bit
             slots = 0 if host else sweep_slots(len(buckets[n]), batch_size)
             parts.append(Part(name, key, cfg, n, left, slots))
     return parts
+
+
+def _pending(store: Any, share: Any, key: tuple[str, ...]) -> bool:
+    return key not in store and (share is None or share.owns(key))
 
 
 class Compiler:
@@ -334,6 +341,7 @@ def sweep(
     arrays: Any = None,
     progress: bool = True,
     compiler: Compiler | None = None,
+    share: Any = None,
 ) -> None:
     """Run every attack on every job of one model, skipping jobs already in ``store``.
 
@@ -346,6 +354,8 @@ def sweep(
     finished job is stored at once, so a killed run resumes job by job. L-BFGS's host-side
     ``mode="scipy"`` runs in fixed batches instead (:func:`run_batch`). ``compiler``: a
     :class:`Compiler` that was given this sweep's :func:`plan`; each part waits for its program.
+    ``share``: attack only the jobs this process owns (:class:`~jaxadv.experiments.cluster.Share`;
+    default: all); the progress bars count them.
     """
     from tqdm import tqdm
 
@@ -353,11 +363,12 @@ def sweep(
 
     lengths = {k: len(v) for k, v in waves.items()}
     todo = [j for j in jobs if j.clip.fname in waves]
-    parts = plan(store, model, attacks, todo, waves, batch_size)
+    parts = plan(store, model, attacks, todo, waves, batch_size, share)
     for name in attacks:
+        mine = sum(share is None or share.owns(job_key(model.name, name, j)) for j in todo)
         bar = tqdm(
-            total=len(todo),
-            initial=len(todo) - sum(len(p.jobs) for p in parts if p.name == name),
+            total=mine,
+            initial=mine - sum(len(p.jobs) for p in parts if p.name == name),
             desc=f"{model.name}/{name}",
             unit="ex",
             disable=not progress,

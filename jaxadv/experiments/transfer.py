@@ -129,6 +129,10 @@ def run(args: argparse.Namespace) -> runner.Run:
     r = runner.start_run(args, "transfer", check=check)
     runner.clean_pass(r)
     names = [m.name for m in r.models]
+    if base is None:
+        runner.attack_models(r, untargeted_jobs)  # the waveforms go to r.arrays
+    if not runner.gather(r):  # process 0 of several (or the only one) evaluates the transfers
+        return r
     if base is not None:
         src = results.read_rows(base / "results.csv")  # read only: DIR is never written
         rows = [x for x in src if x["model"] in names and x["fname"] in r.waves]
@@ -139,25 +143,29 @@ def run(args: argparse.Namespace) -> runner.Run:
             )
     else:
         base = r.out
-        runner.attack_models(
-            r, untargeted_jobs
-        )  # the waveforms go to r.arrays, which transfer reads
         rows = [x for x in r.store.rows() if x["model"] in names and x["fname"] in r.waves]
     trows = evaluate_transfer(r, rows, base)
     with open(r.out / "transfer.csv", "w", newline="") as f:
         w = csv.DictWriter(f, TRANSFER_COLUMNS)
         w.writeheader()
         w.writerows(trows)
-    t5 = tables.table5(trows, names)
-    t5.write(r.out, "table5")
-    per_attack = [
-        tables.table5([t for t in trows if t["attack"] == a], names) for a in ("deepfool", "cw")
-    ]
-    for a, t in zip(("deepfool", "cw"), per_attack, strict=True):
-        t = tables.Table(t.title.replace("DeepFool and C&W", a), t.header, t.rows, t.note)
-        t.write(r.out, f"table5_{a}")
-    runner.print_outputs(r, [t5])
+    all_tables = tables_of(trows, names)
+    for stem, t in all_tables.items():
+        t.write(r.out, stem)
+    runner.print_outputs(r, [all_tables["table5"]])
     return r
+
+
+def tables_of(transfer_rows: Sequence[dict], models: Sequence[str]) -> dict[str, tables.Table]:
+    """Table 5 from the transfer rows (:data:`TRANSFER_COLUMNS`), over both attacks and per
+    attack, by file stem."""
+    out = {"table5": tables.table5(transfer_rows, models)}
+    for a in ("deepfool", "cw"):
+        t = tables.table5([t for t in transfer_rows if t["attack"] == a], models)
+        out[f"table5_{a}"] = tables.Table(
+            t.title.replace("DeepFool and C&W", a), t.header, t.rows, t.note
+        )
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,27 +59,35 @@ def untargeted_jobs(clips: Sequence) -> list[sweep.Job]:
     return [sweep.Job(c) for c in clips]
 
 
+def tables_of(rows: Sequence[dict], models: Sequence[str]) -> dict[str, tables.Table]:
+    """Every table of an untargeted run from its rows, by file stem: Tables 2, 3 (a) and (b), the
+    gaps to the best-known perturbations and the best-known SNRs."""
+    ran = {r["attack"] for r in rows}
+    order = [a for a in ATTACK_ORDER if a in ran]  # the paper preset runs no fmn/ddn
+    return {
+        "table2": tables.table2(rows, order),
+        "table3a_deepfool": tables.table3(rows, "deepfool", models),
+        "table3b_cw": tables.table3(rows, "cw", models),
+        "gap_to_best_known": tables.gap_table(rows, order),
+        "best_known": tables.best_known(rows),
+    }
+
+
 def report(run: runner.Run) -> list[tables.Table]:
     """Tables 2 and 3, Figures 1 and 3 and results.json from the stored rows of this run."""
     names = [m.name for m in run.models]
     keep = set(run.waves)
     rows = [r for r in run.store.rows() if r["model"] in names and r["fname"] in keep]
     results.write_json(run.out / "results.json", rows)
-    ran = {r["attack"] for r in rows}
-    order = [a for a in ATTACK_ORDER if a in ran]  # the paper preset runs no fmn/ddn
-    t2 = tables.table2(rows, order)
-    t3a = tables.table3(rows, "deepfool", names)
-    t3b = tables.table3(rows, "cw", names)
-    t2.write(run.out, "table2")
-    t3a.write(run.out, "table3a_deepfool")
-    t3b.write(run.out, "table3b_cw")
-    gaps = tables.gap_table(rows, order)
-    gaps.write(run.out, "gap_to_best_known")
-    tables.best_known(rows).write(run.out, "best_known")
+    all_tables = tables_of(rows, names)
+    for stem, t in all_tables.items():
+        t.write(run.out, stem)
     figures.label_distribution(rows, ["deepfool", "cw"], run.out / "figure1.png")
     for m in names:
         figure3(run, m, rows, run.args.figure3)
-    return [t2, t3a, t3b, gaps]
+    return [
+        all_tables[k] for k in ("table2", "table3a_deepfool", "table3b_cw", "gap_to_best_known")
+    ]
 
 
 def run(args: argparse.Namespace) -> runner.Run:
@@ -87,7 +95,8 @@ def run(args: argparse.Namespace) -> runner.Run:
     r = runner.start_run(args, "untargeted")
     runner.clean_pass(r)
     runner.attack_models(r, untargeted_jobs)
-    runner.print_outputs(r, report(r))
+    if runner.gather(r):  # process 0 of several (or the only one) makes the tables
+        runner.print_outputs(r, report(r))
     return r
 
 
