@@ -9,3 +9,23 @@ commands the tests start as subprocesses); ``tests/test_cache.py`` sets its own 
 import os
 
 os.environ.setdefault("JAXADV_CACHE_DIR", "off")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def untargeted_run(tmp_path_factory):
+    """One small untargeted run (VGG13 and dense-wav, 3 clips, test budgets, with audio), made
+    once for the tests that only read a run folder (copy it to change it)."""
+    from types import SimpleNamespace
+
+    from jaxadv.experiments import untargeted
+    from tests.test_experiments import run_cmd, small_data
+
+    tmp = tmp_path_factory.mktemp("untargeted")
+    out = tmp / "u"
+    out.mkdir()  # an empty folder is a new run folder
+    data = small_data(tmp / "data", ("Cello", "Bark", "Gong"))
+    run = run_cmd(untargeted, out, "--data", data, "--models", "vgg13,dense_wav")
+    return SimpleNamespace(out=out, data=data, run=run, models=["vgg13", "dense_wav"])

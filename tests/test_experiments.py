@@ -141,11 +141,8 @@ def check_transfer_rows(out: Path, base: Path, models: list[str]) -> None:
             assert t["label"] == src[(t["source_model"], t["attack"], t["fname"])]["label"]
 
 
-def test_untargeted_smoke_writes_every_output(tmp_path):
-    out = tmp_path / "u"
-    out.mkdir()  # an empty folder is a new run folder
-    data = small_data(tmp_path / "data", ("Cello", "Bark", "Gong"))
-    run = run_cmd(untargeted, out, "--data", data, "--models", "vgg13,dense_wav")
+def test_untargeted_smoke_writes_every_output(tmp_path, untargeted_run):
+    out, data, run = untargeted_run.out, untargeted_run.data, untargeted_run.run
     rows = run.store.rows()
     assert {r["attack"] for r in rows} == {"noise", "fgsm", "deepfool", "cw", "fmn", "ddn"}
     assert {r["model"] for r in rows} == {"vgg13", "dense_wav"}
@@ -166,6 +163,7 @@ def test_untargeted_smoke_writes_every_output(tmp_path):
     assert (out / "figure1.png").stat().st_size > 5000
     assert list(out.glob("figure3_*.png"))
     assert (out / "config.json").is_file() and (out / "results.json").is_file()
+    assert (out / "report.html").is_file()  # tests/test_report.py looks inside
     # the noise and FGSM rows hit their SNR; every adversarial file is listenable 32 kHz audio
     for r in rows:
         if r["attack"] in ("noise", "fgsm"):
@@ -181,6 +179,7 @@ def test_untargeted_smoke_writes_every_output(tmp_path):
             str(out))  # fmt: skip
     assert snapshot(out) == before
     assert not (x / "audio").exists() and results.read_rows(x / "results.csv") == []
+    assert "table5" in (x / "report.html").read_text()  # its examples are those of the source
     check_transfer_rows(x, out, ["vgg13", "dense_wav"])
 
 
@@ -194,6 +193,7 @@ def test_targeted_and_transfer_smoke(tmp_path):
     for a in ("cw", "lbfgs"):
         assert header(out / f"table4_{a}.csv") == ["Source \\ Target", *C.MUSIC_CLASSES]
         assert (out / f"figure2_{a}.png").stat().st_size > 5000
+        assert f'data-stem="table4_{a}"' in (out / "report.html").read_text()
     out = tmp_path / "x"
     run_cmd(transfer, out, "--data", data, "--models", "vgg13,crnn")
     assert header(out / "transfer.csv") == list(transfer.TRANSFER_COLUMNS)

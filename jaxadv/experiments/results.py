@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from jaxadv.cli import UserError
 
@@ -45,13 +45,25 @@ _INT = {"success", "steps"}
 _FLOAT = {"gt_conf", "new_conf", "gt_conf_adv", "target_conf", "snr_db", "l2", "linf", "seconds"}
 
 
+class Schema(NamedTuple):
+    """The columns of a results file, the columns that identify a row, and which are typed."""
+
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    ints: frozenset[str] = frozenset()
+    floats: frozenset[str] = frozenset()
+
+
+RESULTS = Schema(COLUMNS, KEY, frozenset(_INT), frozenset(_FLOAT))  # the attacks' results.csv
+
+
 class ResultsError(UserError, ValueError):
     """A results file that is not one this module wrote (another header)."""
 
 
-def row_key(row: Mapping[str, Any]) -> tuple[str, ...]:
-    """The identity of a row: ``(model, attack, fname, target)`` as strings."""
-    return tuple(str(row[k]) for k in KEY)
+def row_key(row: Mapping[str, Any], schema: Schema = RESULTS) -> tuple[str, ...]:
+    """The identity of a row: ``(model, attack, fname, target)`` (``schema.key``) as strings."""
+    return tuple(str(row[k]) for k in schema.key)
 
 
 def _format(value: Any) -> str:
@@ -66,12 +78,12 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def _parse(name: str, text: str) -> Any:
+def _parse(name: str, text: str, schema: Schema = RESULTS) -> Any:
     if text == "":
-        return None if name in _FLOAT or name in _INT else ""
-    if name in _INT:
+        return None if name in schema.floats or name in schema.ints else ""
+    if name in schema.ints:
         return int(text)
-    if name in _FLOAT:
+    if name in schema.floats:
         return float(text)
     return text
 
@@ -81,23 +93,25 @@ class ResultStore:
 
     Args:
       path: the CSV file (created with a header if missing).
+      schema: its columns and key (default: the attacks' :data:`RESULTS`).
 
     A trailing partial line (a kill during a write) is removed on open; a file whose header differs
     from :data:`COLUMNS` is refused rather than silently mixed.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, schema: Schema = RESULTS):
         self.path = Path(path)
+        self.schema = schema
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists() or self.path.stat().st_size == 0:
             with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(COLUMNS)
+                csv.writer(f).writerow(schema.columns)
         self._repair()
-        self._keys = {row_key(r) for r in self.rows()}
+        self._keys = {row_key(r, schema) for r in self.rows()}
 
     def _repair(self) -> None:
         data = self.path.read_bytes()
-        _check_header(self.path, data)
+        _check_header(self.path, data, self.schema.columns)
         if not data.endswith(b"\n"):
             # killed in the middle of a write: drop the partial last line
             cut = data.rfind(b"\n") + 1
@@ -113,20 +127,20 @@ class ResultStore:
     def rows(self) -> list[dict[str, Any]]:
         """All rows, parsed (ints, floats, strings)."""
         with open(self.path, newline="") as f:
-            return [{k: _parse(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
+            return [{k: _parse(k, v, self.schema) for k, v in r.items()} for r in csv.DictReader(f)]
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Append rows not yet present; flushed to disk before returning. Returns how many."""
         new = []
         for r in rows:
-            missing = [c for c in COLUMNS if c not in r]
+            missing = [c for c in self.schema.columns if c not in r]
             if missing:
                 raise ValueError(f"result row lacks column(s) {missing}: {dict(r)}")
-            k = row_key(r)
+            k = row_key(r, self.schema)
             if k in self._keys:
                 continue
             self._keys.add(k)
-            new.append([_format(r[c]) for c in COLUMNS])
+            new.append([_format(r[c]) for c in self.schema.columns])
         if new:
             with open(self.path, "a", newline="") as f:
                 csv.writer(f).writerows(new)
@@ -227,28 +241,29 @@ def read_run_rows(out: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def _check_header(path: Path, data: bytes) -> None:
-    header = ",".join(COLUMNS).encode()
+def _check_header(path: Path, data: bytes, columns: tuple[str, ...] = COLUMNS) -> None:
+    header = ",".join(columns).encode()
     if not data.startswith(header):
         first = data.split(b"\n", 1)[0].decode(errors="replace")
         raise ResultsError(
             f"results file '{path}' has header {first!r}, not the expected columns "
-            f"{','.join(COLUMNS)!r}; move it away or choose another output folder"
+            f"{','.join(columns)!r}; move it away or choose another output folder"
         )
 
 
-def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_rows(path: str | os.PathLike, schema: Schema = RESULTS) -> list[dict[str, Any]]:
     """The rows of a results file without opening it for writing (no repair, nothing created).
 
     A partial last line (a kill during a write) is ignored, as :class:`ResultStore` would drop it.
     """
     path = Path(path)
     data = path.read_bytes()
-    _check_header(path, data)
+    _check_header(path, data, schema.columns)
     text = data.decode()
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-    return [{k: _parse(k, v) for k, v in r.items()} for r in csv.DictReader(text.splitlines())]
+    rows = csv.DictReader(text.splitlines())
+    return [{k: _parse(k, v, schema) for k, v in r.items()} for r in rows]
 
 
 def write_json(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:

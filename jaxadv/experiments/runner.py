@@ -260,6 +260,19 @@ def gather(run: Run) -> bool:
     return True
 
 
+def write_report(
+    run: Run, rows: Sequence[dict[str, Any]], tables: dict[str, Any], store: Any = None
+) -> Path:
+    """``report.html`` of the run (:mod:`jaxadv.report`): its config, the clean-accuracy table
+    and ``tables``, its figures and an example browser over ``rows`` with the run's clean
+    waveforms and the adversarial ones of ``store`` (default: the run's own)."""
+    from jaxadv import report
+
+    tables = {"clean_accuracy": clean_table(read_clean(run.out / "clean.csv")), **tables}
+    store = run.arrays if store is None else store
+    return report.write(run.out, rows, tables, run.waves, store)
+
+
 def print_outputs(run: Run, tables: Sequence[Any]) -> None:
     """Print the tables and where every file of the run went."""
     files = sorted(p for p in run.out.iterdir() if p.is_file())

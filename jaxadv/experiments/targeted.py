@@ -42,7 +42,7 @@ def tables_of(rows: Sequence[dict], models: Sequence[str]) -> dict[str, tables.T
 
 
 def report(run: runner.Run) -> list[tables.Table]:
-    """Table 4, Figure 2, results.json from the stored rows of this run."""
+    """Table 4, Figure 2, results.json and report.html from the stored rows of this run."""
     names = [m.name for m in run.models]
     keep = set(run.waves)
     rows = [r for r in run.store.rows() if r["model"] in names and r["fname"] in keep]
@@ -56,6 +56,7 @@ def report(run: runner.Run) -> list[tables.Table]:
             tables.success_pct_matrix(rows, a, labels), labels,
             f"Targeted {a}: success % (all models)", run.out / f"figure2_{a}.png",
         )  # fmt: skip
+    runner.write_report(run, rows, all_tables)
     shown = [k for a in ATTACK_ORDER for k in (f"table4_{a}", f"figure2_{a}_success")]
     return [all_tables[k] for k in (*shown, "gap_to_best_known")]
 

@@ -87,35 +87,36 @@ def evaluate_transfer(run: runner.Run, rows: Sequence[dict], base: Path) -> list
 SOURCE_KEYS = ("preset", "data", "split", "per_class", "seed")
 
 
-def check_source(base: Path) -> dict:
-    """The config of ``--from-untargeted DIR``, which must be an untargeted run folder with
+def check_source(base: Path, experiment: str = "untargeted") -> dict:
+    """The config of ``--from-EXPERIMENT DIR``, which must be a run folder of ``experiment`` with
     results and adversarial waveforms; nothing in it is ever written."""
+    flag = f"--from-{experiment}"
     doc = runfolder.read_run_config(base)
-    if doc is None or doc.get("experiment") != "untargeted":
-        what = "no such folder" if not base.exists() else "not an untargeted run folder"
+    if doc is None or doc.get("experiment") != experiment:
+        what = "no such folder" if not base.exists() else f"not a {experiment} run folder"
         raise cli.UserError(
-            f"--from-untargeted {base}: {what} (no config.json written by python -m "
-            "jaxadv.experiments.untargeted); give the --out folder of an untargeted run"
+            f"{flag} {base}: {what} (no config.json written by python -m "
+            f"jaxadv.experiments.{experiment}); give the --out folder of a {experiment} run"
         )
     if not (base / "results.csv").is_file():
         raise cli.UserError(
-            f"--from-untargeted {base}: the run has no results.csv yet; finish (resume) it first"
+            f"{flag} {base}: the run has no results.csv yet; finish (resume) it first"
         )
     if (doc.get("fingerprint") or {}).get("audio") is False and not (base / arrays.FOLDER).is_dir():
         raise cli.UserError(
-            f"--from-untargeted {base}: that run was made with --no-audio by an older jaxadv, "
-            f"so it has neither adversarial audio nor {arrays.FOLDER}/ to transfer; rerun it "
+            f"{flag} {base}: that run was made with --no-audio by an older jaxadv, "
+            f"so it has neither adversarial audio nor {arrays.FOLDER}/ to reuse; rerun it "
             "(in a new --out)"
         )
     return doc
 
 
-def same_source(base: Path, doc: dict, fp: dict) -> None:
-    """Refuse an untargeted run made with other data, clips or checkpoints than this command."""
+def same_source(base: Path, doc: dict, fp: dict, experiment: str = "untargeted") -> None:
+    """Refuse a source run made with other data, clips or checkpoints than this command."""
     diff = runfolder.fingerprint_diff(doc.get("fingerprint") or {}, fp, SOURCE_KEYS, attacks=False)
     if diff:
         raise cli.UserError(
-            f"--from-untargeted {base} was made with other settings than this command: "
+            f"--from-{experiment} {base} was made with other settings than this command: "
             f"{'; '.join(diff)}; give the same --preset, --data, --split, --per-class, --seed "
             "and checkpoints as that run"
         )
@@ -152,6 +153,9 @@ def run(args: argparse.Namespace) -> runner.Run:
     all_tables = tables_of(trows, names)
     for stem, t in all_tables.items():
         t.write(r.out, stem)
+    runner.write_report(
+        r, rows, all_tables, arrays.ArrayStore(base / arrays.FOLDER, writable=False)
+    )
     runner.print_outputs(r, [all_tables["table5"]])
     return r
 

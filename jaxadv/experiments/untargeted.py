@@ -74,7 +74,7 @@ def tables_of(rows: Sequence[dict], models: Sequence[str]) -> dict[str, tables.T
 
 
 def report(run: runner.Run) -> list[tables.Table]:
-    """Tables 2 and 3, Figures 1 and 3 and results.json from the stored rows of this run."""
+    """Tables 2 and 3, Figures 1 and 3, results.json and report.html from the stored rows."""
     names = [m.name for m in run.models]
     keep = set(run.waves)
     rows = [r for r in run.store.rows() if r["model"] in names and r["fname"] in keep]
@@ -85,6 +85,7 @@ def report(run: runner.Run) -> list[tables.Table]:
     figures.label_distribution(rows, ["deepfool", "cw"], run.out / "figure1.png")
     for m in names:
         figure3(run, m, rows, run.args.figure3)
+    runner.write_report(run, rows, all_tables)
     return [
         all_tables[k] for k in ("table2", "table3a_deepfool", "table3b_cw", "gap_to_best_known")
     ]
