@@ -188,8 +188,9 @@ def test_bad_config_field(cls, field, value, rule):
 
 def test_every_config_field_has_a_bad_value():
     from test_attacks_fmn_ddn import BAD_FIELDS_FMN_DDN  # FMN's and DDN's, tested there
+    from test_attacks_pgd import BAD_FIELDS_PGD  # PGD's, tested there
 
-    tested = {(cls, field) for cls, field, *_ in BAD_FIELDS + BAD_FIELDS_FMN_DDN}
+    tested = {(cls, field) for cls, field, *_ in BAD_FIELDS + BAD_FIELDS_FMN_DDN + BAD_FIELDS_PGD}
     for spec in A.ATTACKS.values():
         for f in dataclasses.fields(spec.config):
             assert (spec.config, f.name) in tested, (spec.config.__name__, f.name)

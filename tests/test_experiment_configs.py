@@ -18,7 +18,7 @@ from jaxadv.experiments import configs
 def former_attack_configs(experiment: str, preset: str, model: str) -> dict:
     """A frozen copy of ``attack_configs`` as it was before the config modules (the reference)."""
     fam = "iqbal" if model in ("vgg13", "crnn", "gcnn") else "cochlear"
-    if experiment in ("untargeted", "transfer"):
+    if experiment in ("untargeted", "transfer", "compression"):
         if preset == "paper":
             out = {
                 "noise": ("noise", A.NoiseConfig(snr_db=20.0)),
@@ -36,7 +36,7 @@ def former_attack_configs(experiment: str, preset: str, model: str) -> dict:
             if fam == "cochlear":  # issue 17: dense_wav needs a larger step and const
                 out["cw"] = ("cw", dataclasses.replace(A.CWConfig.audio(), learning_rate=1e-3,
                                                        initial_const=1e-3))  # fmt: skip
-        if preset == "demo" and experiment == "untargeted":
+        if preset == "demo" and experiment in ("untargeted", "compression"):
             out["fmn"] = ("fmn", A.FMNConfig(steps=100))
             out["ddn"] = ("ddn", A.DDNConfig(steps=100))
         if experiment == "transfer":
@@ -54,7 +54,7 @@ def former_attack_configs(experiment: str, preset: str, model: str) -> dict:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("experiment", configs.EXPERIMENTS)
+@pytest.mark.parametrize("experiment", [e for e in configs.EXPERIMENTS if e != "robustness"])
 @pytest.mark.parametrize("preset", configs.PRESETS)
 def test_get_config_gives_the_former_presets(experiment, preset):
     module = importlib.import_module(f"jaxadv.experiments.configs.{experiment}")
@@ -76,3 +76,23 @@ def test_unknown_presets_and_experiments_are_refused():
         configs.get_config("untargeted", "fast")
     with pytest.raises(ValueError, match="unknown experiment"):
         configs.get_config("convergence", "demo")
+
+
+@pytest.mark.parametrize("preset", configs.PRESETS)
+def test_robustness_runs_three_attacks_per_budget_and_fmn(preset):
+    from jaxadv.experiments.configs import robustness as R
+
+    cfg = configs.get_config("robustness", preset)
+    got = cfg.attacks("vgg13")
+    assert got == cfg.attacks("dense_wav")  # the same for both families
+    budgets = R.BUDGETS[preset]
+    assert list(got) == [f"{a}@{s:g}" for s in budgets for a in ("fgsm", "pgd_l2", "pgd_linf")] + [
+        "fmn"
+    ]
+    for s in budgets:
+        assert got[f"fgsm@{s:g}"] == ("fgsm", A.FGSMConfig(snr_db=s))
+        for norm in ("l2", "linf"):
+            key, pgd = got[f"pgd_{norm}@{s:g}"]
+            assert key == "pgd" and (pgd.snr_db, pgd.norm) == (s, norm)
+            assert pgd.steps * pgd.rel_stepsize == pytest.approx(1.25)  # Foolbox's travel
+    assert "python -m jaxadv.experiments.robustness" in R.__doc__

@@ -29,6 +29,7 @@ from jaxadv.attacks import fgsm as _fgsm
 from jaxadv.attacks import fmn as _fmn
 from jaxadv.attacks import lbfgs as _lbfgs
 from jaxadv.attacks import noise as _noise
+from jaxadv.attacks import pgd as _pgd
 from jaxadv.attacks.cw import CWConfig, CWResult, carlini_wagner
 from jaxadv.attacks.ddn import DDNConfig, DDNResult, ddn
 from jaxadv.attacks.deepfool import DeepFoolConfig, DeepFoolResult, deepfool
@@ -45,6 +46,7 @@ from jaxadv.attacks.metrics import (
     summarize,
 )
 from jaxadv.attacks.noise import NoiseConfig, NoiseResult, white_noise
+from jaxadv.attacks.pgd import PGDConfig, PGDResult, pgd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +164,21 @@ ATTACKS: dict[str, AttackSpec] = {
         "optional",
         _ddn.DDN,
     ),
+    "pgd": AttackSpec(
+        "pgd",
+        pgd,
+        PGDConfig,
+        {
+            "default": PGDConfig,
+            "linf": lambda: PGDConfig(norm="linf"),
+            "foolbox3": PGDConfig.foolbox3,
+            "foolbox3_linf": lambda: PGDConfig.foolbox3("linf"),
+        },
+        _pgd._pgd_jit,
+        "optional",
+        _pgd.PGD,
+        keyed=True,
+    ),
 }
 
 
@@ -255,6 +272,8 @@ __all__ = [
     "LBFGSResult",
     "NoiseConfig",
     "NoiseResult",
+    "PGDConfig",
+    "PGDResult",
     "SUMMARY_COLUMNS",
     "TABLE2",
     "TABLE3",
@@ -265,6 +284,7 @@ __all__ = [
     "fgsm",
     "fmn",
     "lbfgs",
+    "pgd",
     "snr_db",
     "summarize",
     "white_noise",

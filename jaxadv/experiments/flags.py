@@ -96,9 +96,22 @@ def resolve_attacks(
     """``{model: attacks}`` with the ``--set`` overrides (a bad one is a one-line error; one for
     an attack this experiment does not run is warned about once)."""
     return {
-        m: apply_overrides(attack_configs(experiment, args.preset, m), args.set, warn=i == 0)
+        m: apply_overrides(_base_attacks(args, experiment, m), args.set, warn=i == 0)
         for i, m in enumerate(models)
     }
+
+
+def _base_attacks(
+    args: argparse.Namespace, experiment: str, model: str
+) -> dict[str, tuple[str, Any]]:
+    """The preset's attacks, at the ``--budgets`` of a command that has them (robustness)."""
+    attacks = attack_configs(experiment, args.preset, model)
+    budgets = getattr(args, "budgets", None)
+    if budgets:
+        from jaxadv.experiments.configs.robustness import with_budgets
+
+        attacks = with_budgets(attacks, budgets)
+    return attacks
 
 
 def parser(experiment: str, description: str) -> argparse.ArgumentParser:

@@ -156,3 +156,25 @@ def clean_table(rows: Sequence[dict[str, Any]]) -> Any:
         ("Model", "Clips", "Accuracy %", "Mean GT confidence"),
         tuple(out),
     )
+
+
+def predict_waves(model: LoadedModel, waves: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
+    """Clip probabilities ``[n, C]`` of the model on waveforms ``[len_i]`` (32 kHz), in the fixed
+    bucket batches of :func:`jaxadv.datasets.balanced_batches` (each batch padded to
+    ``batch_size`` rows, so a bucket compiles once), sharded over the local devices."""
+    import jax
+
+    from jaxadv.datasets import balanced_batches, bucket_length
+
+    fn = jax.jit(model.classifier)
+    params = replicate(model.params)
+    out = np.zeros((len(waves), C.NUM_CLASSES), np.float32)
+    for idx in balanced_batches([len(w) for w in waves], batch_size):
+        n = bucket_length(max(len(waves[i]) for i in idx))
+        x = np.zeros((len(idx), n), np.float32)
+        for r, i in enumerate(idx):
+            x[r, : len(waves[i])] = waves[i]
+        lens = np.array([len(waves[i]) for i in idx], np.int32)
+        (xd, ld), k = shard([x, lens], len(idx), batch_size)
+        out[idx] = np.asarray(fn(params, xd, ld).probs)[:k]
+    return out

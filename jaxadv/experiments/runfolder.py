@@ -192,6 +192,8 @@ FINGERPRINT_FLAGS = {
     "batch_size": "--batch-size",
     "audio": "--no-audio",
     "from_untargeted": "--from-untargeted",
+    "from_targeted": "--from-targeted",
+    "codecs": "--codecs",
 }
 
 
@@ -221,9 +223,13 @@ def fingerprint(
         "batch_size": args.batch_size,
         "audio": writes_audio(args, experiment),
     }
-    if experiment == "transfer":
+    if experiment in ("transfer", "compression", "robustness"):
         src = getattr(args, "from_untargeted", None)
         fp["from_untargeted"] = str(Path(src).resolve()) if src else None
+    if experiment == "compression":
+        src = getattr(args, "from_targeted", None)
+        fp["from_targeted"] = str(Path(src).resolve()) if src else None
+        fp["codecs"] = getattr(args, "codecs", None)
     fp["models"] = {
         m.name: {
             "checkpoint": str(m.checkpoint),

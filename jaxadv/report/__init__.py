@@ -322,12 +322,14 @@ def _config_view(config: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def _experiments() -> dict[str, Any]:
     """Each experiment's table maker and the classes its clips come from (None: all)."""
-    from jaxadv.experiments import targeted, transfer, untargeted
+    from jaxadv.experiments import compression, robustness, targeted, transfer, untargeted
 
     return {
         "untargeted": (untargeted.tables_of, None),
         "targeted": (targeted.tables_of, C.MUSIC_CLASSES),
         "transfer": (transfer.tables_of, None),
+        "compression": (compression.tables_of, None),
+        "robustness": (robustness.tables_of, None),
     }
 
 
@@ -383,6 +385,25 @@ def regenerate(
         if src:  # the examples are the untargeted run's (read only)
             rows = results.read_run_rows(src)
             store = A.ArrayStore(Path(src) / A.FOLDER, writable=False)
+    elif experiment == "compression":
+        from jaxadv.experiments import compression
+
+        if (out / compression.FILE).is_file():
+            crows = results.read_rows(out / compression.FILE, compression.SCHEMA)
+            tables.update(make_tables(crows, models))
+        src = fp.get("from_targeted") or fp.get("from_untargeted")
+        if src:  # the examples are the source run's (read only)
+            rows = results.read_run_rows(src)
+            store = A.ArrayStore(Path(src) / A.FOLDER, writable=False)
+        if fp.get("from_targeted"):
+            classes = C.MUSIC_CLASSES
+    elif experiment == "robustness":
+        from jaxadv.experiments.robustness import with_source
+
+        src = fp.get("from_untargeted") or args.get("from_untargeted")
+        keep = set(config.get("clips") or [])
+        src_path = Path(src) if src else None
+        tables.update(make_tables(with_source(rows, src_path, models, keep), models))
     else:
         tables.update(make_tables(rows, models))
     keep = set(config.get("clips") or [])

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 IQBAL_MODELS = ("vgg13", "crnn", "gcnn")
 ALL_MODELS = ("vgg13", "crnn", "gcnn", "dense_mel", "dense_wav")
 PRESETS = ("demo", "paper")
-EXPERIMENTS = ("untargeted", "targeted", "transfer")
+EXPERIMENTS = ("untargeted", "targeted", "transfer", "compression", "robustness")
 
 
 def family(model: str) -> str:
