@@ -73,15 +73,15 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--coordinator", default=None, metavar="HOST:PORT",
-        help="address of process 0 (default: from the cluster environment)",
+        help="address of process 0 (unset: from the cluster environment)",
     )  # fmt: skip
     g.add_argument(
         "--num-processes", type=int, default=None, metavar="P",
-        help="number of processes (default: from the cluster environment)",
+        help="number of processes (unset: from the cluster environment)",
     )  # fmt: skip
     g.add_argument(
         "--process-id", type=int, default=None, metavar="I",
-        help="this process, 0..P-1 (default: from the cluster environment)",
+        help="this process, 0..P-1 (unset: from the cluster environment)",
     )  # fmt: skip
 
 
