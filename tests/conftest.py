@@ -29,3 +29,19 @@ def untargeted_run(tmp_path_factory):
     data = small_data(tmp / "data", ("Cello", "Bark", "Gong"))
     run = run_cmd(untargeted, out, "--data", data, "--models", "vgg13,dense_wav")
     return SimpleNamespace(out=out, data=data, run=run, models=["vgg13", "dense_wav"])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop JAX's compiled programs after each test module. The suite compiles thousands of
+    programs in one process; kept alive, their code mappings grow towards the kernel's
+    ``vm.max_map_count`` (65530), and a full run died with a segfault inside XLA's compiler in
+    ``tests/test_checkpoint.py`` (each module alone passed). A module only ever reuses its own
+    programs, so nothing is recompiled that a test counts on."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
