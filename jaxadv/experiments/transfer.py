@@ -93,10 +93,11 @@ def check_source(base: Path, experiment: str = "untargeted") -> dict:
     flag = f"--from-{experiment}"
     doc = runfolder.read_run_config(base)
     if doc is None or doc.get("experiment") != experiment:
-        what = "no such folder" if not base.exists() else f"not a {experiment} run folder"
+        art = "an" if experiment[0] in "aeiou" else "a"
+        what = "no such folder" if not base.exists() else f"not {art} {experiment} run folder"
         raise cli.UserError(
             f"{flag} {base}: {what} (no config.json written by python -m "
-            f"jaxadv.experiments.{experiment}); give the --out folder of a {experiment} run"
+            f"jaxadv.experiments.{experiment}); give the --out folder of {art} {experiment} run"
         )
     if not (base / "results.csv").is_file():
         raise cli.UserError(
