@@ -10,3 +10,11 @@ from jaxadv import config as config
 from jaxadv import frontend as frontend
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # lazy: ``import jaxadv`` stays light (no JAX tracing at import)
+    if name in ("wrap", "Wrapped", "WrappedModel"):
+        from jaxadv import adapter
+
+        return getattr(adapter, name)
+    raise AttributeError(f"module 'jaxadv' has no attribute {name!r}")

@@ -158,6 +158,7 @@ def save_checkpoint(
         if norm is None
         else {"mean": float(norm["mean"]), "std": float(norm["std"])},
         "labels": labels,
+        "sample_rate": C.SAMPLE_RATE,  # what the five models' front-ends take
         "num_classes": classifier.num_classes,
         "param_count": models.param_count(params["model"]),
         "source": source,

@@ -112,13 +112,24 @@ def _check_audio_dir(audio_dir: Path, csv_path: Path) -> None:
         raise DatasetError(f"audio folder '{audio_dir}' (for '{csv_path.name}') does not exist")
 
 
-def _label_index(label: str, csv_path: Path, line: int, fname: str) -> int:
+def _label_map(labels: Sequence[str] | None) -> dict[str, int]:
+    return C.LABEL_INDEX if labels is None else {lab: i for i, lab in enumerate(labels)}
+
+
+def _label_index(
+    label: str, csv_path: Path, line: int, fname: str, index: dict[str, int] = C.LABEL_INDEX
+) -> int:
     try:
-        return C.LABEL_INDEX[label]
+        return index[label]
     except KeyError:
+        which = (
+            f"the {C.NUM_CLASSES} FSDKaggle2018 labels in config.LABELS"
+            if index is C.LABEL_INDEX
+            else f"the models' {len(index)} labels {sorted(index)}"
+        )
         raise DatasetError(
             f"metadata file '{csv_path}', line {line} ({fname}): unknown label {label!r}; "
-            f"expected one of the {C.NUM_CLASSES} FSDKaggle2018 labels in config.LABELS"
+            f"expected one of {which}"
         ) from None
 
 
@@ -178,6 +189,7 @@ def read_train(
     check_files: bool = False,
     unknown_labels: str = "raise",
     failures: list[Failure] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> list[Clip]:
     """Read ``root/train.csv`` (``fname,label,manually_verified``) into clips, in file order.
 
@@ -190,6 +202,8 @@ def read_train(
         ``"skip"`` (the row is logged once by name, left out, and appended to ``failures`` as a
         ``Failure`` whose clip has ``label_index=-1``), as a bad audio file is skipped.
       failures: receives the skipped rows (with ``unknown_labels="skip"``).
+      labels: the class names ``label_index`` counts in (default: ``config.LABELS``); a model
+        with labels of its own (:func:`jaxadv.wrap`, a checkpoint's sidecar) reads its data so.
 
     Raises:
       DatasetError: missing CSV, columns or audio folder; unknown label (unless skipped);
@@ -197,6 +211,7 @@ def read_train(
         ``check_files``).
     """
     _check_unknown_mode(unknown_labels)
+    lmap = _label_map(labels)
     root = Path(root)
     csv_path = root / csv_name
     rows = _read_rows(csv_path, TRAIN_COLUMNS)
@@ -224,7 +239,7 @@ def read_train(
             row=line,
         )
         try:
-            index = _label_index(label, csv_path, line, fname)
+            index = _label_index(label, csv_path, line, fname, lmap)
         except DatasetError as e:
             _skip_unknown(unknown_labels, e, clip, skipped)
             continue
@@ -243,6 +258,7 @@ def read_test(
     check_files: bool = False,
     unknown_labels: str = "raise",
     failures: list[Failure] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> list[Clip]:
     """Read ``root/test_post_competition_scoring_clips.csv`` into clips, in file order.
 
@@ -251,12 +267,13 @@ def read_test(
       csv_name, audio_dir: override the file/folder names.
       usage: keep only rows with this ``usage`` value(s) (e.g. ``"Private"``); None keeps all.
       check_files: also check that every listed audio file exists.
-      unknown_labels, failures: as :func:`read_train`.
+      unknown_labels, failures, labels: as :func:`read_train`.
 
     Raises:
       DatasetError: as :func:`read_train`.
     """
     _check_unknown_mode(unknown_labels)
+    lmap = _label_map(labels)
     root = Path(root)
     csv_path = root / csv_name
     rows = _read_rows(csv_path, TEST_COLUMNS)
@@ -279,7 +296,7 @@ def read_test(
             row=line,
         )
         try:
-            index = _label_index(label, csv_path, line, fname)
+            index = _label_index(label, csv_path, line, fname, lmap)
         except DatasetError as e:
             _skip_unknown(unknown_labels, e, clip, skipped)
             continue

@@ -260,15 +260,17 @@ def test_a_damaged_orbax_file_is_a_checkpoint_error(tmp_path, capfd, data, damag
     assert f"{d}: damaged checkpoint" in line and "re-train it" in line
 
 
-def test_swapped_labels_in_a_sidecar_are_refused(tmp_path, capfd, data):
+def test_models_with_different_label_lists_are_refused(tmp_path, capfd, data):
+    # each model's class names come from its sidecar; one run needs one class order
     d = copy_model(tmp_path)
     meta = json.loads((d / "jaxadv.json").read_text())
     meta["labels"][3], meta["labels"][6] = meta["labels"][6], meta["labels"][3]
     (d / "jaxadv.json").write_text(json.dumps(meta))
-    line = fail(untargeted.main, ["--data", data, "--models", "vgg13", "--out", tmp_path / "u",
-                                  "--checkpoint", f"vgg13={d}"], capfd)  # fmt: skip
-    assert str(d / "jaxadv.json") in line
-    assert f"label 3 is {C.LABELS[6]!r}, but this run assumes {C.LABELS[3]!r}" in line
+    line = fail(untargeted.main, ["--data", data, "--models", "vgg13,crnn", "--out",
+                                  tmp_path / "u", "--checkpoint", f"vgg13={d}"], capfd)  # fmt: skip
+    assert "error: models vgg13 and crnn have different label lists" in line, line
+    assert f"label 3 is {C.LABELS[6]!r} vs {C.LABELS[3]!r}" in line
+    assert "separate runs" in line
     assert not (tmp_path / "u").exists()
 
 

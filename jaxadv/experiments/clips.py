@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ def select_clips(
     seed: int,
     classes: Sequence[str] | None = None,
     failures: list[Failure] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> list[Clip]:
     """The clips of a run: ``per_class`` clips of each class (of ``classes``, if given).
 
@@ -32,7 +34,8 @@ def select_clips(
     samples (2.05 s; 3 of its 6 per class): one length bucket, so one compiled program per attack
     and model, which keeps the default commands within minutes on a CPU. A class with fewer than
     ``per_class`` clips contributes all of its clips (see :func:`shortfall`). A CSV row with an
-    unknown label is skipped by name (logged once, appended to ``failures``).
+    unknown label is skipped by name (logged once, appended to ``failures``). ``labels``: the
+    models' class names when they are not ``config.LABELS`` (:func:`jaxadv.wrap`, a sidecar).
     """
     from jaxadv import datasets as D
     from jaxadv import demo
@@ -48,11 +51,15 @@ def select_clips(
         )
     use_train = split == "train" or (split == "auto" and has_train)
     if use_train:
-        clips = D.authors_attack_list(D.read_train(root, unknown_labels="skip", failures=failures))
+        clips = D.authors_attack_list(
+            D.read_train(root, unknown_labels="skip", failures=failures, labels=labels)
+        )
     else:
-        clips = D.read_test(root, unknown_labels="skip", failures=failures)
-    if classes is not None:
+        clips = D.read_test(root, unknown_labels="skip", failures=failures, labels=labels)
+    if classes is not None and labels is None:
         clips = D.music_subset(clips, classes)
+    elif classes is not None:
+        clips = [c for c in clips if c.label in classes]
     if data is None:
         import soundfile as sf
 
@@ -81,8 +88,9 @@ def clip_digest(clip: Clip) -> str:
     return f"{clip.label}:{h.hexdigest()[:16]}"
 
 
-def clip_loader(preset: str) -> Any:
-    """``path -> [n] float32`` at 32 kHz: how the clips of a run are loaded.
+def clip_loader(preset: str, sample_rate: int = C.SAMPLE_RATE) -> Any:
+    """``path -> [n] float32`` at ``sample_rate`` (the models', default 32 kHz): how the clips of a
+    run are loaded.
 
     With ``preset="paper"`` the authors' loading: 22 050 Hz then 32 kHz, zero-padded to a
     multiple of 65536 samples, and the padded length is the clip's length (their attacks perturb
@@ -91,20 +99,22 @@ def clip_loader(preset: str) -> Any:
     from jaxadv import audio
 
     if preset != "paper":
-        return audio.load_audio
+        return functools.partial(audio.load_audio, sample_rate=sample_rate)
 
     def load(path: Path) -> np.ndarray:
-        w = audio.load_audio(path, authors_path=True)
+        w = audio.load_audio(path, sample_rate, authors_path=True)
         return np.pad(w, (0, (-len(w)) % C.AUTHORS_BLOCK))
 
     return load
 
 
 def load_waves(
-    clips: Sequence[Clip], preset: str, failures: list[Failure]
+    clips: Sequence[Clip], preset: str, failures: list[Failure], sample_rate: int = C.SAMPLE_RATE
 ) -> dict[str, np.ndarray]:
     """Load each clip once (:func:`jaxadv.datasets.load_waves` with :func:`clip_loader`); bad
     files are reported by name in ``failures`` and left out."""
     from jaxadv import datasets as D
 
-    return D.load_waves(clips, loader=clip_loader(preset), on_error="skip", failures=failures)
+    return D.load_waves(
+        clips, loader=clip_loader(preset, sample_rate), on_error="skip", failures=failures
+    )

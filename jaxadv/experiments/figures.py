@@ -26,28 +26,35 @@ def _plt():
 
 
 def label_distribution(
-    rows: Sequence[Mapping[str, Any]], attacks: Sequence[str], path: str | Path
+    rows: Sequence[Mapping[str, Any]],
+    attacks: Sequence[str],
+    path: str | Path,
+    labels: Sequence[str] = C.LABELS,
 ) -> Path:
     """Figure 1: how often each class is the adversarial label, one panel per attack.
 
     Counts successful untargeted examples over all models, by the index of the new label in
-    ``config.LABELS`` (the paper's x axis).
+    ``labels`` (default ``config.LABELS``: the paper's x axis).
     """
+    index = {lab: i for i, lab in enumerate(labels)}
     plt = _plt()
     fig, axes = plt.subplots(len(attacks), 1, figsize=(11, 2.6 * len(attacks)), squeeze=False)
     for ax, attack in zip(axes[:, 0], attacks, strict=True):
-        counts = np.zeros(C.NUM_CLASSES, int)
+        counts = np.zeros(len(labels), int)
         for r in rows:
-            if r["attack"] == attack and r["success"] and r["adversarial"] in C.LABEL_INDEX:
-                counts[C.LABEL_INDEX[r["adversarial"]]] += 1
-        ax.bar(np.arange(C.NUM_CLASSES), counts, color="tab:blue")
-        ax.set_xticks(np.arange(C.NUM_CLASSES))
-        ax.set_xticklabels([f"{i}" for i in range(C.NUM_CLASSES)], fontsize=7)
+            if r["attack"] == attack and r["success"] and r["adversarial"] in index:
+                counts[index[r["adversarial"]]] += 1
+        ax.bar(np.arange(len(labels)), counts, color="tab:blue")
+        ax.set_xticks(np.arange(len(labels)))
+        ax.set_xticklabels([f"{i}" for i in range(len(labels))], fontsize=7)
         ax.set_ylabel("count")
         top = int(counts.argmax()) if counts.any() else None
-        peak = f"; peak {top}: {C.LABELS[top]}" if top is not None else ""
+        peak = f"; peak {top}: {labels[top]}" if top is not None else ""
         ax.set_title(f"{attack}: adversarial labels ({counts.sum()} examples{peak})", fontsize=10)
-    axes[-1, 0].set_xlabel("adversarial label (index in the FSDKaggle2018 label list)")
+    axes[-1, 0].set_xlabel(
+        "adversarial label (index in the "
+        + ("FSDKaggle2018 label list)" if tuple(labels) == C.LABELS else "models' label list)")
+    )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

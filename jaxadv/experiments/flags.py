@@ -135,8 +135,18 @@ def parser(experiment: str, description: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--models",
-        default=",".join(ALL_MODELS),
-        help="comma-separated models to attack (registry names)",
+        default=None,
+        help="comma-separated models to attack: registry names and --model-fn names (default: "
+        f"{','.join(ALL_MODELS)}, or the --model-fn models when there are some)",
+    )
+    p.add_argument(
+        "--model-fn",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE:ATTR",
+        help="attack your own model: MODULE:ATTR is a (classifier, params) pair from jaxadv.wrap, "
+        "or a function of no arguments returning one; its labels and sample rate come with it. "
+        "Repeat per model",
     )
     p.add_argument(
         "--checkpoint",
@@ -187,8 +197,12 @@ def parser(experiment: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def parse_checkpoints(items: Sequence[str], models: Sequence[str]) -> dict[str, Path]:
-    """``MODEL=DIR`` flags → ``{model: Path}``; every other model gets its demo checkpoint."""
+def parse_checkpoints(
+    items: Sequence[str], models: Sequence[str], model_fns: dict[str, str] | None = None
+) -> dict[str, Path]:
+    """``MODEL=DIR`` flags → ``{model: Path}``; every other registry model gets its demo
+    checkpoint (a ``--model-fn`` model has none)."""
+    fns = model_fns or {}
     out: dict[str, Path] = {}
     for item in items:
         if "=" not in item:
@@ -196,18 +210,44 @@ def parse_checkpoints(items: Sequence[str], models: Sequence[str]) -> dict[str, 
         name, d = item.split("=", 1)
         if name not in models:
             raise UserError(f"--checkpoint {item!r}: {name!r} is not among --models {list(models)}")
+        if name in fns:
+            raise UserError(f"--checkpoint {item!r}: {name!r} is a --model-fn model")
         out[name] = Path(d)
     for m in models:
-        if m not in out:
+        if m not in out and m not in fns:
             from jaxadv import demo
 
             out[m] = demo.models_dir() / m
     return out
 
 
-def parse_models(text: str) -> list[str]:
+def parse_model_fns(items: Sequence[str]) -> dict[str, str]:
+    """``NAME=MODULE:ATTR`` flags → ``{name: "MODULE:ATTR"}`` (loaded by
+    :func:`jaxadv.experiments.models.load_model_fn`)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, eq, spec = item.partition("=")
+        if not eq or not name.strip() or ":" not in spec:
+            raise UserError(
+                f"--model-fn {item!r}: expected NAME=MODULE:ATTR, e.g. mine=mypackage.models:build"
+            )
+        name = name.strip()
+        if name in ALL_MODELS or name in out:
+            raise UserError(f"--model-fn {item!r}: the name {name!r} is taken; choose another")
+        if not all(ch.isalnum() or ch in "_-" for ch in name):
+            raise UserError(f"--model-fn {item!r}: NAME may hold letters, digits, '_' and '-'")
+        out[name] = spec.strip()
+    return out
+
+
+def parse_models(text: str | None, model_fns: dict[str, str] | None = None) -> list[str]:
+    """``--models`` → names; default: the five, or the ``--model-fn`` models if any."""
+    fns = model_fns or {}
+    if text is None:
+        return list(fns) if fns else list(ALL_MODELS)
     names = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in ALL_MODELS]
+    known = [*ALL_MODELS, *fns]
+    bad = [m for m in names if m not in known]
     if bad or not names:
-        raise UserError(f"--models: unknown {bad}; choose from {list(ALL_MODELS)}")
+        raise UserError(f"--models: unknown {bad}; choose from {known}")
     return names

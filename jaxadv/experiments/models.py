@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from jaxadv import config as C
+from jaxadv.cli import UserError
 from jaxadv.datasets import Clip
 from jaxadv.experiments.configs import family
 from jaxadv.experiments.devices import replicate, shard
@@ -31,25 +32,41 @@ class LoadedModel:
     classifier: Any
     params: Any
     meta: dict[str, Any]
-    checkpoint: Path
+    checkpoint: Path  # its folder; for a --model-fn model, Path("MODULE:ATTR")
     digest: str = ""  # jaxadv.checkpoint.digest of the arrays and sidecar
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Its class names, in output order (the sidecar's; default ``config.LABELS``)."""
+        return tuple(self.meta.get("labels", C.LABELS))
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate its input waveforms are at, in Hz (the sidecar's; default 32 kHz)."""
+        return int(self.meta.get("sample_rate", C.SAMPLE_RATE))
 
 
 def load_models(
-    names: Sequence[str], checkpoints: dict[str, Path], preset: str
+    names: Sequence[str],
+    checkpoints: dict[str, Path],
+    preset: str,
+    model_fns: dict[str, str] | None = None,
 ) -> list[LoadedModel]:
     """Restore each model; with ``preset="paper"`` the Iqbal models use the authors' front-end.
 
-    A checkpoint whose sidecar lists other labels than ``config.LABELS`` (the class order every
-    row, table and target of a run assumes) is refused by name.
+    ``model_fns``: ``{name: "MODULE:ATTR"}`` of models given as Python objects
+    (:func:`load_model_fn`) instead of checkpoints. Every model's labels and sample rate come
+    with it (sidecar or :func:`jaxadv.wrap`); :func:`run_labels` checks that a run's agree.
     """
-    from jaxadv.checkpoint import check_labels, digest, load_checkpoint
+    from jaxadv.checkpoint import digest, load_checkpoint
     from jaxadv.frontend import IqbalAttackFrontend
 
     out = []
     for name in names:
+        if model_fns and name in model_fns:
+            out.append(load_model_fn(name, model_fns[name]))
+            continue
         clf, params, meta = load_checkpoint(checkpoints[name], expect=name)
-        check_labels(meta, checkpoints[name])
         if preset == "paper" and family(name) == "iqbal":
             # The authors' attack graph: zero-pad to 65536k, uncentred frames, offset log.
             new = dataclasses.replace(clf, frontend=IqbalAttackFrontend(), merge="mean")
@@ -62,6 +79,85 @@ def load_models(
         path = Path(checkpoints[name])
         out.append(LoadedModel(name, clf, params, meta, path, digest(meta, params)))
     return out
+
+
+def load_model_fn(name: str, spec: str) -> LoadedModel:
+    """A model given as ``MODULE:ATTR`` (``--model-fn NAME=MODULE:ATTR``): the attribute is a
+    ``(classifier, params)`` pair such as :func:`jaxadv.wrap` returns, or a function of no
+    arguments returning one. The classifier must carry ``labels`` and ``sample_rate``."""
+    import importlib
+
+    from jaxadv.checkpoint import digest
+
+    flag = f"--model-fn {name}={spec}"
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise UserError(f"{flag}: expected NAME=MODULE:ATTR, e.g. mine=mypackage.models:build")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise UserError(
+            f"{flag}: cannot import {module!r} ({e}); run from its folder or put it on PYTHONPATH"
+        ) from None
+    if not hasattr(mod, attr):
+        raise UserError(f"{flag}: module {module!r} has no attribute {attr!r}")
+    obj = getattr(mod, attr)
+    if callable(obj) and not isinstance(obj, tuple):
+        obj = obj()
+    if not (isinstance(obj, tuple) and len(obj) == 2):
+        raise UserError(
+            f"{flag}: expected a (classifier, params) pair or a function returning one, such "
+            f"as jaxadv.wrap(...) gives; got {type(obj).__name__}"
+        )
+    clf, params = obj
+    missing = [a for a in ("labels", "sample_rate") if getattr(clf, a, None) is None]
+    if missing:
+        raise UserError(
+            f"{flag}: its classifier has no {' or '.join(missing)}; build it with jaxadv.wrap"
+        )
+    describe = getattr(clf, "describe", None)
+    meta = {
+        "model": name,
+        "labels": list(clf.labels),
+        "sample_rate": int(clf.sample_rate),
+        "source": {"model_fn": spec},
+        "classifier": describe() if describe else type(clf).__name__,
+    }
+    return LoadedModel(name, clf, params, meta, Path(spec), digest(meta, params))
+
+
+def run_labels(models: Sequence[LoadedModel]) -> tuple[str, ...]:
+    """The label list of a run: every model's must be the same (one class order for every row,
+    table and target); a mismatch is a :class:`UserError` naming both models."""
+    first = models[0]
+    for m in models[1:]:
+        if m.labels != first.labels:
+            diff = next(
+                (
+                    f"label {i} is {a!r} vs {b!r}"
+                    for i, (a, b) in enumerate(zip(first.labels, m.labels, strict=False))
+                    if a != b
+                ),
+                f"{len(first.labels)} vs {len(m.labels)} labels",
+            )
+            raise UserError(
+                f"models {first.name} and {m.name} have different label lists ({diff}): their "
+                "outputs are different classes; attack them in separate runs"
+            )
+    return first.labels
+
+
+def run_sample_rate(models: Sequence[LoadedModel]) -> int:
+    """The sample rate of a run's clips: every model's must be the same (one set of waveforms
+    and adversarial examples); a mismatch is a :class:`UserError` naming both models."""
+    first = models[0]
+    for m in models[1:]:
+        if m.sample_rate != first.sample_rate:
+            raise UserError(
+                f"models {first.name} ({first.sample_rate} Hz) and {m.name} ({m.sample_rate} Hz) "
+                "take different sample rates; attack them in separate runs"
+            )
+    return first.sample_rate
 
 
 def clean_predictions(
@@ -113,8 +209,15 @@ def correct_clips(clips: Sequence[Clip], preds: dict[str, tuple[int, float]]) ->
     return [c for c in clips if c.fname in preds and preds[c.fname][0] == c.label_index]
 
 
-def write_clean(path: Path, model: str, clips: Sequence[Clip], preds: dict) -> None:
-    """Append the clean predictions of one model to ``clean.csv`` (model, fname, label, pred, gt)."""
+def write_clean(
+    path: Path,
+    model: str,
+    clips: Sequence[Clip],
+    preds: dict,
+    labels: Sequence[str] = C.LABELS,
+) -> None:
+    """Append the clean predictions of one model to ``clean.csv`` (model, fname, label, pred, gt);
+    ``labels``: the model's class names."""
     new = not path.exists()
     with open(path, "a") as f:
         if new:
@@ -123,7 +226,7 @@ def write_clean(path: Path, model: str, clips: Sequence[Clip], preds: dict) -> N
             if c.fname in preds:
                 p, g = preds[c.fname]
                 f.write(
-                    f"{model},{c.fname},{c.label},{C.LABELS[p]},{g:.6f},{int(p == c.label_index)}\n"
+                    f"{model},{c.fname},{c.label},{labels[p]},{g:.6f},{int(p == c.label_index)}\n"
                 )
 
 
@@ -159,7 +262,7 @@ def clean_table(rows: Sequence[dict[str, Any]]) -> Any:
 
 
 def predict_waves(model: LoadedModel, waves: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-    """Clip probabilities ``[n, C]`` of the model on waveforms ``[len_i]`` (32 kHz), in the fixed
+    """Clip probabilities ``[n, C]`` of the model on waveforms ``[len_i]`` (at its rate), in the fixed
     bucket batches of :func:`jaxadv.datasets.balanced_batches` (each batch padded to
     ``batch_size`` rows, so a bucket compiles once), sharded over the local devices."""
     import jax
@@ -168,7 +271,7 @@ def predict_waves(model: LoadedModel, waves: Sequence[np.ndarray], batch_size: i
 
     fn = jax.jit(model.classifier)
     params = replicate(model.params)
-    out = np.zeros((len(waves), C.NUM_CLASSES), np.float32)
+    out = np.zeros((len(waves), len(model.labels)), np.float32)
     for idx in balanced_batches([len(w) for w in waves], batch_size):
         n = bucket_length(max(len(waves[i]) for i in idx))
         x = np.zeros((len(idx), n), np.float32)

@@ -14,12 +14,18 @@ from typing import Any
 
 import numpy as np
 
+from jaxadv import config as C
 from jaxadv.cli import UserError
 from jaxadv.datasets import Clip, Failure
 from jaxadv.experiments import cluster
 from jaxadv.experiments.clips import clip_digest, load_waves, select_clips, shortfall
 from jaxadv.experiments.configs import get_config
-from jaxadv.experiments.flags import parse_checkpoints, parse_models, resolve_attacks
+from jaxadv.experiments.flags import (
+    parse_checkpoints,
+    parse_model_fns,
+    parse_models,
+    resolve_attacks,
+)
 from jaxadv.experiments.models import (
     LoadedModel,
     clean_predictions,
@@ -27,6 +33,8 @@ from jaxadv.experiments.models import (
     correct_clips,
     load_models,
     read_clean,
+    run_labels,
+    run_sample_rate,
     write_clean,
 )
 from jaxadv.experiments.runfolder import (
@@ -70,6 +78,8 @@ class Run:
     configs: dict[str, dict[str, tuple[str, Any]]] = dataclasses.field(default_factory=dict)
     arrays: Any = None  # the run's ArrayStore of adversarial waveforms
     share: cluster.Share = dataclasses.field(default_factory=cluster.Share)  # this process's jobs
+    labels: tuple[str, ...] = C.LABELS  # every model's class names (models.run_labels)
+    sample_rate: int = C.SAMPLE_RATE  # of ``waves`` and every adversarial example, in Hz
 
     def attacks(self, model: str) -> dict[str, tuple[str, Any]]:
         """The attacks of this experiment for one model, with the ``--set`` overrides."""
@@ -106,33 +116,48 @@ def start_run(
         args.per_class = get_config(experiment, args.preset).per_class
     if args.per_class < 1:
         raise UserError(f"--per-class must be at least 1, got {args.per_class}")
-    names = parse_models(args.models)
+    model_fns = parse_model_fns(getattr(args, "model_fn", []))
+    names = parse_models(args.models, model_fns)
     configs = resolve_attacks(args, experiment, names)  # every --set, checked before any work
     old_doc = check_out(out, experiment)
-    checkpoints = parse_checkpoints(args.checkpoint, names)
+    checkpoints = parse_checkpoints(args.checkpoint, names, model_fns)
     missing = [f"{m}: {d}" for m, d in checkpoints.items() if not d.is_dir()]
     if missing:
         raise UserError(
             "checkpoint folder(s) not found: " + "; ".join(missing) + " (check --checkpoint)"
         )
+    # the models first: their labels decide how the data's label names are read, their sample
+    # rate how the clips are loaded
+    models = load_models(names, checkpoints, args.preset, model_fns)
+    labels, rate = run_labels(models), run_sample_rate(models)
+    if classes is not None and labels != C.LABELS:
+        unknown = [c for c in classes if c not in labels]
+        if unknown:
+            raise UserError(
+                f"the {experiment} experiment's classes {unknown} are not among the models' "
+                f"labels {list(labels)}"
+            )
     failures: list[Failure] = []
-    clips = select_clips(args.data, args.split, args.per_class, args.seed, classes, failures)
+    clips = select_clips(
+        args.data, args.split, args.per_class, args.seed, classes, failures,
+        labels=None if labels == C.LABELS else labels,
+    )  # fmt: skip
     if not clips:
-        raise UserError("no clips selected (check --data, --split and --per-class)")
+        hint = "" if labels == C.LABELS else f" with the models' labels {list(labels)}"
+        raise UserError(f"no clips selected{hint} (check --data, --split and --per-class)")
     short = shortfall(clips, args.per_class)
     if short:
         log.warning(
             "--per-class %d: %d class(es) have fewer clips, all of theirs are used: %s",
             args.per_class, len(short), ", ".join(f"{k} {n}" for k, n in short.items()),
         )  # fmt: skip
-    waves = load_waves(clips, args.preset, failures)
+    waves = load_waves(clips, args.preset, failures, rate)
     if not waves:
         f = failures[0]
         raise UserError(
             f"none of the {len(clips)} selected clip(s) could be loaded (the first: {f.message}); "
             "check the audio files of --data"
         )
-    models = load_models(names, checkpoints, args.preset)
     digests = {c.fname: clip_digest(c) for c in clips if c.fname in waves}
     fp = fingerprint(args, experiment, models, digests, configs)
     old_fp = (old_doc or {}).get("fingerprint")
@@ -151,7 +176,7 @@ def start_run(
     make_out(out)
     run = Run(
         out, args, experiment, models, clips, waves, None, failures, preds,
-        writes_audio(args, experiment), configs, share=share,
+        writes_audio(args, experiment), configs, share=share, labels=labels, sample_rate=rate,
     )  # fmt: skip
     if share.main:
         _write_run_config(run, fp, old_fp, short)
@@ -177,10 +202,12 @@ def _write_run_config(
                 m.name: {
                     "checkpoint": str(m.checkpoint),
                     "digest": m.digest,
-                    "frontend": getattr(m.classifier.frontend, "name", None),
-                    "merge": m.classifier.merge,
-                    "width": getattr(m.classifier.model_config, "width", None),
+                    "frontend": getattr(getattr(m.classifier, "frontend", None), "name", None),
+                    "merge": getattr(m.classifier, "merge", None),
+                    "width": getattr(getattr(m.classifier, "model_config", None), "width", None),
                     "source": m.meta.get("source"),
+                    "sample_rate": m.sample_rate,
+                    "labels": None if m.labels == C.LABELS else list(m.labels),
                 }
                 for m in run.models
             },
@@ -202,7 +229,7 @@ def clean_pass(run: Run) -> Path:
     for m in run.models:
         if m.name not in run.preds:
             run.preds[m.name] = clean_predictions(m, run.clips, run.waves, run.args.batch_size)
-        write_clean(path, m.name, run.clips, run.preds[m.name])
+        write_clean(path, m.name, run.clips, run.preds[m.name], m.labels)
     clean_table(read_clean(path)).write(run.out, "clean_accuracy")
     return path
 
@@ -270,7 +297,7 @@ def write_report(
 
     tables = {"clean_accuracy": clean_table(read_clean(run.out / "clean.csv")), **tables}
     store = run.arrays if store is None else store
-    return report.write(run.out, rows, tables, run.waves, store)
+    return report.write(run.out, rows, tables, run.waves, store, sample_rate=run.sample_rate)
 
 
 def print_outputs(run: Run, tables: Sequence[Any]) -> None:
@@ -289,4 +316,4 @@ def print_outputs(run: Run, tables: Sequence[Any]) -> None:
         )
     n_audio = len(list((run.out / "audio").rglob("*.wav"))) if (run.out / "audio").is_dir() else 0
     if n_audio:
-        print(f"  audio/: {n_audio} adversarial WAV files (32 kHz, float)")
+        print(f"  audio/: {n_audio} adversarial WAV files ({run.sample_rate} Hz, float)")

@@ -32,14 +32,19 @@ from jaxadv.experiments.models import LoadedModel
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One clip, attacked towards ``target`` (a label index, or -1 when untargeted)."""
+    """One clip, attacked towards ``target`` (a label index, or -1 when untargeted) whose name is
+    ``target_label`` (default: ``config.LABELS[target]``; a model with labels of its own names
+    it)."""
 
     clip: Clip
     target: int = -1
+    target_label: str = ""
 
     @property
     def target_name(self) -> str:
-        return C.LABELS[self.target] if self.target >= 0 else ""
+        if self.target < 0:
+            return ""
+        return self.target_label or C.LABELS[self.target]
 
 
 def example_key(seed: int, *parts: str) -> np.ndarray:
@@ -126,9 +131,16 @@ def run_batch(
 
 
 def rows_for_batch(
-    model: str, attack: str, jobs: Sequence[Job], met: Any, seconds: float, files: list[str]
+    model: str,
+    attack: str,
+    jobs: Sequence[Job],
+    met: Any,
+    seconds: float,
+    files: list[str],
+    labels: Sequence[str] = C.LABELS,
 ) -> list[dict[str, Any]]:
-    """Result rows (:data:`results.COLUMNS`) for one evaluated batch."""
+    """Result rows (:data:`results.COLUMNS`) for one evaluated batch; ``labels``: the model's
+    class names."""
     rows = []
     for i, j in enumerate(jobs):
         orig, new = int(met.original[i]), int(met.new_label[i])
@@ -139,8 +151,8 @@ def rows_for_batch(
                 "fname": j.clip.fname,
                 "label": j.clip.label,
                 "target": j.target_name,
-                "original": C.LABELS[orig],
-                "adversarial": C.LABELS[new],
+                "original": labels[orig],
+                "adversarial": labels[new],
                 "success": int(bool(met.success[i])),
                 "gt_conf": float(met.gt_confidence[i]),
                 "new_conf": float(met.new_confidence[i]),
@@ -389,9 +401,12 @@ def sweep(
                 for i, j in enumerate(b):
                     rel = adv_filename(model.name, name, j)
                     (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                    audio.write_audio(out / rel, adv[i, : lengths[j.clip.fname]], subtype="FLOAT")
+                    audio.write_audio(
+                        out / rel, adv[i, : lengths[j.clip.fname]], model.sample_rate,
+                        subtype="FLOAT",
+                    )  # fmt: skip
                     files[i] = rel
-            store.append(rows_for_batch(model.name, name, b, met, secs, files))
+            store.append(rows_for_batch(model.name, name, b, met, secs, files, model.labels))
             bar.update(len(b))
 
         for p in parts:

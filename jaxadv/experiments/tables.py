@@ -91,13 +91,20 @@ def row_metrics(rows: Sequence[Row]) -> Any:
     """Result rows as :class:`jaxadv.attacks.metrics.AttackMetrics` (numeric ``[R]`` arrays).
 
     ``fooled`` is the rows' ``success`` (the rows do not store the decision check separately),
-    ``original``/``new_label`` are label indices (-1 for a name not in ``config.LABELS``).
+    ``original``/``new_label`` are label indices (in ``config.LABELS``; other names are numbered
+    after them).
     """
     from jaxadv import config as C
     from jaxadv.attacks.metrics import AttackMetrics
 
+    # other names (a model's own labels) get indices after config.LABELS', in sorted order, so
+    # equal names stay equal indices
+    others = sorted({r[c] for r in rows for c in ("original", "adversarial")} - set(C.LABELS))
+    extra = {name: C.NUM_CLASSES + i for i, name in enumerate(others)}
+
     def index(column: str) -> np.ndarray:
-        return np.array([C.LABEL_INDEX.get(r[column], -1) for r in rows], np.int32)
+        return np.array([C.LABEL_INDEX.get(r[column], extra.get(r[column], -1)) for r in rows],
+                        np.int32)  # fmt: skip
 
     ok = np.array([bool(r["success"]) for r in rows], bool)
     return AttackMetrics(

@@ -20,10 +20,16 @@ from jaxadv.experiments import figures, flags, results, runner, sweep, tables
 ATTACK_ORDER = ("cw", "lbfgs")
 
 
-def jobs_for(clips: Sequence, classes: Sequence[str] = C.MUSIC_CLASSES) -> list[sweep.Job]:
-    """Each clip towards every class of ``classes`` but its own (5 jobs per music clip)."""
+def jobs_for(
+    clips: Sequence,
+    classes: Sequence[str] = C.MUSIC_CLASSES,
+    labels: Sequence[str] = C.LABELS,
+) -> list[sweep.Job]:
+    """Each clip towards every class of ``classes`` but its own (5 jobs per music clip);
+    ``labels``: the models' class names (the targets' indices count in them)."""
+    index = {lab: i for i, lab in enumerate(labels)}
     return [
-        sweep.Job(c, C.LABEL_INDEX[t]) for c in clips for t in classes if t != c.label
+        sweep.Job(c, index[t], t) for c in clips for t in classes if t != c.label
     ]  # fmt: skip
 
 
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> runner.Run:
     """Run (or resume) Experiment 2 with parsed flags; returns the run."""
     r = runner.start_run(args, "targeted", classes=C.MUSIC_CLASSES)
     runner.clean_pass(r)
-    runner.attack_models(r, jobs_for)
+    runner.attack_models(r, lambda clips: jobs_for(clips, C.MUSIC_CLASSES, r.labels))
     if runner.gather(r):  # process 0 of several (or the only one) makes the tables
         runner.print_outputs(r, report(r))
     return r

@@ -51,7 +51,7 @@ def figure3(
                              strict=True):  # fmt: skip
         what = r["adversarial"] if r["success"] else "not adversarial"
         panels.append((f"{title} → {what} ({r['snr_db']:.1f} dB)", adv))
-    return figures.spectrograms(panels, run.out / f"figure3_{model}.png")
+    return figures.spectrograms(panels, run.out / f"figure3_{model}.png", run.sample_rate)
 
 
 def untargeted_jobs(clips: Sequence) -> list[sweep.Job]:
@@ -82,7 +82,7 @@ def report(run: runner.Run) -> list[tables.Table]:
     all_tables = tables_of(rows, names)
     for stem, t in all_tables.items():
         t.write(run.out, stem)
-    figures.label_distribution(rows, ["deepfool", "cw"], run.out / "figure1.png")
+    figures.label_distribution(rows, ["deepfool", "cw"], run.out / "figure1.png", run.labels)
     for m in names:
         figure3(run, m, rows, run.args.figure3)
     runner.write_report(run, rows, all_tables)

@@ -88,24 +88,26 @@ def perturbation_gain_db(delta: np.ndarray) -> float:
 
 
 @functools.cache
-def _mel_basis() -> np.ndarray:
+def _mel_basis(sample_rate: int = C.SAMPLE_RATE) -> np.ndarray:
     import librosa
 
-    return librosa.filters.mel(sr=C.SAMPLE_RATE, n_fft=1024, n_mels=64).astype(np.float32)
+    return librosa.filters.mel(sr=sample_rate, n_fft=1024, n_mels=64).astype(np.float32)
 
 
-def _log_mel(x: np.ndarray) -> np.ndarray:
-    """``[64, frames]`` log-mel power (dB) of ``x`` at 32 kHz: 1024-sample Hann frames, 10 ms hop
+def _log_mel(x: np.ndarray, sample_rate: int = C.SAMPLE_RATE) -> np.ndarray:
+    """``[64, frames]`` log-mel power (dB) of ``x``: 1024-sample Hann frames, a 10 ms hop
     (NumPy only: the report runs after the attacks and should take seconds)."""
-    n_fft, hop = 1024, 320
+    n_fft, hop = 1024, sample_rate // 100
     x = np.pad(np.asarray(x, np.float32), n_fft // 2)
     n = 1 + max(0, len(x) - n_fft) // hop
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop][:n]
     spec = np.abs(np.fft.rfft(frames * np.hanning(n_fft + 1)[:-1], axis=-1)) ** 2
-    return 10 * np.log10(np.maximum(_mel_basis() @ spec.T, 1e-12))
+    return 10 * np.log10(np.maximum(_mel_basis(sample_rate) @ spec.T, 1e-12))
 
 
-def spectrogram_pair(clean: np.ndarray, adversarial: np.ndarray, path: Path) -> Path:
+def spectrogram_pair(
+    clean: np.ndarray, adversarial: np.ndarray, path: Path, sample_rate: int = C.SAMPLE_RATE
+) -> Path:
     """Log-mel spectrograms (64 bands, 10 ms hop) of both clips side by side as one PNG, on the
     clean clip's colour scale (80 dB range), low frequencies at the bottom."""
     import matplotlib
@@ -113,7 +115,7 @@ def spectrogram_pair(clean: np.ndarray, adversarial: np.ndarray, path: Path) -> 
     matplotlib.use("Agg", force=True)
     from matplotlib import pyplot as plt
 
-    a, b = _log_mel(clean), _log_mel(adversarial)
+    a, b = _log_mel(clean, sample_rate), _log_mel(adversarial, sample_rate)
     top = float(a.max())
     gap = np.full((a.shape[0], 3), np.nan)
     img = np.concatenate([a, gap, b], axis=1)[::-1]
@@ -138,6 +140,7 @@ def _examples(
     waves: Mapping[str, np.ndarray],
     arrays: Any,
     progress: bool,
+    sample_rate: int = C.SAMPLE_RATE,
 ) -> list[Example]:
     """Write the media of every row that has both waveforms (existing files are kept: they are
     derived from rows that never change) and return the examples."""
@@ -160,7 +163,7 @@ def _examples(
         cpath = files / "clean" / f"{Path(r['fname']).stem}.flac"
         if r["fname"] not in done_clean and not cpath.is_file():
             cpath.parent.mkdir(parents=True, exist_ok=True)
-            audio.write_audio(cpath, np.clip(clean, -1, 1), subtype="PCM_24")
+            audio.write_audio(cpath, np.clip(clean, -1, 1), sample_rate, subtype="PCM_24")
         done_clean.add(r["fname"])
         if r.get("adv_file") and (out / r["adv_file"]).is_file():
             apath = out / r["adv_file"]
@@ -168,17 +171,17 @@ def _examples(
             apath = files / "adversarial" / f"{stem}.wav"
             if not apath.is_file():
                 apath.parent.mkdir(parents=True, exist_ok=True)
-                audio.write_audio(apath, adv, subtype="FLOAT")
+                audio.write_audio(apath, adv, sample_rate, subtype="FLOAT")
         delta = adv - clean
         gain = perturbation_gain_db(delta)
         ppath = files / "perturbation" / f"{stem}.flac"
         if not ppath.is_file():
             ppath.parent.mkdir(parents=True, exist_ok=True)
             loud = np.clip(delta.astype(np.float64) * 10 ** (gain / 20), -1, 1)
-            audio.write_audio(ppath, loud.astype(np.float32), subtype="PCM_16")
+            audio.write_audio(ppath, loud.astype(np.float32), sample_rate, subtype="PCM_16")
         spath = files / "spectrogram" / f"{stem}.png"
         if not spath.is_file():
-            spectrogram_pair(clean, adv, spath)
+            spectrogram_pair(clean, adv, spath, sample_rate)
         rel = [p.relative_to(out).as_posix() for p in (cpath, apath, ppath, spath)]
         examples.append(Example(r, *rel, gain))
     return examples
@@ -251,6 +254,7 @@ def write(
     embed: bool = False,
     per_page: int = PER_PAGE,
     progress: bool = True,
+    sample_rate: int = C.SAMPLE_RATE,
 ) -> Path:
     """Write ``report.html`` (and ``report_files/``) into the run folder ``out``.
 
@@ -258,7 +262,7 @@ def write(
       out: the run folder (its ``config.json`` and ``*.png`` figures are shown).
       rows: the result rows (:data:`jaxadv.experiments.results.COLUMNS`) of the examples.
       tables: the tables to show, by file stem (:class:`jaxadv.experiments.tables.Table`).
-      waves: clean waveforms ``[n] float32`` at 32 kHz by clip file name.
+      waves: clean waveforms ``[n] float32`` at ``sample_rate`` (the models', Hz) by clip name.
       arrays: the run's :class:`~jaxadv.experiments.arrays.ArrayStore` (adversarial waveforms).
       embed: media as ``data:`` URIs inside the page (one portable file).
       per_page: examples per page of the browser.
@@ -271,7 +275,7 @@ def write(
     if per_page < 1:
         raise ValueError(f"per_page must be at least 1, got {per_page}")
     config = read_run_config(out) or {}
-    examples = _examples(out, rows, waves, arrays, progress)
+    examples = _examples(out, rows, waves, arrays, progress, sample_rate)
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("jaxadv.report", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -418,6 +422,11 @@ def regenerate(
             f"{out}: {len(missing)} clip(s) of the run are not in --data {data or '(the demo)'} "
             f"(e.g. {sorted(missing)[0]}); give the run's data folder with --data"
         )
-    waves = load_waves(clips, args.get("preset", "demo"), [])
+    rate = next(
+        (int(m["sample_rate"]) for m in (config.get("models") or {}).values()
+         if isinstance(m, dict) and m.get("sample_rate")),
+        C.SAMPLE_RATE,
+    )  # fmt: skip
+    waves = load_waves(clips, args.get("preset", "demo"), [], rate)
     return write(out, rows, tables, waves, store, embed=embed, per_page=per_page,
-                 progress=progress)  # fmt: skip
+                 progress=progress, sample_rate=rate)  # fmt: skip
