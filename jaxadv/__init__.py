@@ -17,4 +17,8 @@ def __getattr__(name: str):  # lazy: ``import jaxadv`` stays light (no JAX traci
         from jaxadv import adapter
 
         return getattr(adapter, name)
+    if name == "from_onnx":
+        from jaxadv import onnx_import
+
+        return onnx_import.from_onnx
     raise AttributeError(f"module 'jaxadv' has no attribute {name!r}")

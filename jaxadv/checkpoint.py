@@ -210,7 +210,8 @@ def _expected_config(expect: Any) -> tuple[str, Any]:
 def load_checkpoint(
     directory: str | Path, *, expect: Classifier | models.ModelConfig | str | None = None
 ) -> tuple[Classifier, Any, dict[str, Any]]:
-    """Restore a checkpoint: ``(classifier, params, sidecar)``.
+    """Restore a checkpoint: ``(classifier, params, sidecar)`` (an ONNX checkpoint:
+    :func:`load_onnx_checkpoint`).
 
     Args:
       directory: a directory written by :func:`save_checkpoint` (or ``jaxadv-convert``).
@@ -222,6 +223,11 @@ def load_checkpoint(
 
     directory = Path(directory).absolute()
     meta = read_meta(directory)
+    if meta.get("model") == ONNX_MODEL:
+        if expect is not None:
+            name, _ = _expected_config(expect)
+            raise CheckpointError(f"{directory} holds an ONNX model, expected {name!r}")
+        return load_onnx_checkpoint(directory)
     try:
         clf = classifier_from_meta(meta)
     except (TypeError, ValueError, KeyError) as e:
@@ -340,3 +346,113 @@ def digest(meta: dict[str, Any], params: Any) -> str:
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX checkpoints: a model of the user's, imported into JAX when loaded
+# ---------------------------------------------------------------------------------------------
+
+ONNX_FILE = "model.onnx"
+ONNX_MODEL = "onnx"  # the sidecar's "model" of an ONNX checkpoint
+
+
+def save_onnx_checkpoint(
+    directory: str | Path,
+    onnx_file: str | Path,
+    *,
+    labels: Sequence[str],
+    sample_rate: int,
+    outputs: str = "logits",
+    chunking: tuple[int, int] | None = None,
+    merge: str = "mean",
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write a checkpoint of an ONNX classifier: a copy of the file plus the sidecar.
+
+    The model is imported (:func:`jaxadv.onnx_import.from_onnx`) and wrapped
+    (:func:`jaxadv.wrap`, which runs it once on a batch of ``[2, window or sample_rate]``
+    samples and checks one output per label) before anything is written. Its one input is a
+    waveform batch ``[B, n]`` at ``sample_rate`` Hz, its output ``[B, len(labels)]`` scores
+    (``outputs``). Returns the sidecar dict.
+    """
+    import shutil
+
+    from jaxadv.adapter import wrap
+    from jaxadv.onnx_import import from_onnx
+
+    directory, onnx_file = Path(directory).absolute(), Path(onnx_file)
+    fn, params = from_onnx(onnx_file)
+    if len(fn.input_names) != 1:
+        raise CheckpointError(
+            f"{onnx_file}: the model takes {len(fn.input_names)} inputs {list(fn.input_names)}; "
+            "a classifier checkpoint needs one, the waveform batch [B, n] (bind the others with "
+            "jaxadv.from_onnx(..., static_inputs=...) and jaxadv.wrap in Python)"
+        )
+    clf, _ = wrap(fn, params, sample_rate=sample_rate, labels=labels, outputs=outputs,
+                  chunking=chunking, merge=merge, name=onnx_file.stem)  # fmt: skip
+    if directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise CheckpointError(f"{directory} is not empty (pass overwrite=True to replace it)")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = onnx_file.read_bytes()
+    (directory / ONNX_FILE).write_bytes(data)
+    from jaxadv import __version__
+
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": ONNX_MODEL,
+        "model_config": {"name": ONNX_MODEL, "num_classes": len(clf.labels)},
+        "onnx": {
+            "file": ONNX_FILE,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "ops": fn.ops,
+            "opset": fn.opset,
+            "input": fn.input_names[0],
+        },
+        "wrap": {
+            "outputs": outputs,
+            "chunking": None if chunking is None else list(chunking),
+            "merge": merge,
+        },  # fmt: skip
+        "labels": list(clf.labels),
+        "sample_rate": int(sample_rate),
+        "num_classes": len(clf.labels),
+        "param_count": models.param_count(params),
+        "source": {"file": onnx_file.name, "sha256": hashlib.sha256(data).hexdigest()},
+        "jaxadv_version": __version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    (directory / SIDECAR).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def load_onnx_checkpoint(directory: str | Path, name: str | None = None) -> tuple[Any, Any, dict]:
+    """Restore an ONNX checkpoint (:func:`save_onnx_checkpoint`): ``(classifier, params,
+    sidecar)``, the classifier a :class:`jaxadv.adapter.Wrapped` named ``name`` (default the
+    file's). The copy's SHA-256 must match the sidecar's (a damaged file is named)."""
+    from jaxadv.adapter import wrap
+    from jaxadv.onnx_import import from_onnx
+
+    directory = Path(directory).absolute()
+    meta = read_meta(directory)
+    if meta.get("model") != ONNX_MODEL:
+        raise CheckpointError(f"{directory} holds a {meta.get('model')!r} model, not an ONNX one")
+    path = directory / meta["onnx"]["file"]
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: the ONNX checkpoint has no model file")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["onnx"]["sha256"]:
+        raise CheckpointError(
+            f"{path}: damaged ONNX checkpoint (its SHA-256 is not the sidecar's); {REMAKE}"
+        )
+    fn, params = from_onnx(path)
+    w = meta.get("wrap") or {}
+    chunking = w.get("chunking")
+    clf, params = wrap(
+        fn, params, sample_rate=int(meta["sample_rate"]), labels=meta["labels"],
+        outputs=w.get("outputs", "logits"), chunking=None if chunking is None else tuple(chunking),
+        merge=w.get("merge", "mean"), name=name or meta["source"]["file"], check=False,
+    )  # fmt: skip
+    return clf, params, meta

@@ -51,3 +51,36 @@ def tone(freq: float, seconds: float, seed: int = 0) -> np.ndarray:
     return (0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(
         np.float32
     )
+
+
+def tiny_onnx(path):
+    """A small ONNX classifier of 4000-sample windows: ``x [B, 4000]`` -> Conv1d(1->4, k=64,
+    stride 32) -> ReLU -> mean over time -> Gemm(4->3) -> logits ``[B, 3]`` (opset 18)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.2, (4, 1, 64)).astype(np.float32)
+    k = rng.normal(0, 1.0, (4, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Unsqueeze", ["x", "axis1"], ["x3"]),
+            helper.make_node("Conv", ["x3", "w"], ["h"], strides=[32]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("ReduceMean", ["r", "axis2"], ["m"], keepdims=0),
+            helper.make_node("Gemm", ["m", "k"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 4000])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 3])],
+        [
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(k, "k"),
+            numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+            numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

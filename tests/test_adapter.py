@@ -207,3 +207,88 @@ def test_bad_model_fn_flags_are_one_line(tmp_path, capfd, spec, message):
     assert e.value.code == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+# --- an ONNX model through the importer and the adapter ---------------------------------------
+
+
+def test_an_onnx_model_wrapped_matches_onnxruntime_and_is_attacked(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+
+    path = M.tiny_onnx(tmp_path / "tiny.onnx")
+    clf, params = jaxadv.wrap(*jaxadv.from_onnx(path), sample_rate=8000,
+                              labels=("a", "b", "c"), chunking=(4000, 4000))  # fmt: skip
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.3, (2, 8000)).astype(np.float32)
+    lens = np.array([8000, 8000], np.int32)
+    out = clf(params, x, lens)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"x": x.reshape(4, 4000)})[0].reshape(2, 2, 3)
+    np.testing.assert_allclose(out.logits, ref, atol=1e-5)
+    y = np.asarray(out.probs.argmax(-1))
+    res = A.ATTACKS["deepfool"](clf, params, x, lens, y)
+    assert np.asarray(A.evaluate(clf, params, x, lens, y, res).success).all()
+
+
+def test_an_onnx_checkpoint_through_convert_and_the_untargeted_command(tmp_path, capfd):
+    pytest.importorskip("onnx")
+    from jaxadv.convert.__main__ import main as convert
+    from jaxadv.experiments import untargeted
+    from jaxadv.experiments.results import read_run_rows
+
+    path = M.tiny_onnx(tmp_path / "tiny.onnx")
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    ckpt = tmp_path / "ckpt"
+    convert([str(path), str(ckpt), "--labels", str(tmp_path / "labels.txt"), "--sample-rate",
+             "8000", "--chunking", "4000,4000"])  # fmt: skip
+    printed = capfd.readouterr().out
+    assert "parity with onnxruntime" in printed and "Conv x1" in printed
+    meta = json.loads((ckpt / "jaxadv.json").read_text())
+    assert meta["model"] == "onnx" and meta["sample_rate"] == 8000 and meta["labels"] == list("abc")
+    # data labelled by the model's own clean predictions, at 44.1 kHz (resampled to 8 kHz)
+    from jaxadv.checkpoint import load_checkpoint
+
+    clf, params, _ = load_checkpoint(ckpt)
+    audio = tmp_path / "data" / "audio_test"
+    audio.mkdir(parents=True)
+    rows = ["fname,label,usage,freesound_id,license"]
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        w = (0.3 * rng.standard_normal(44100)).astype(np.float32)
+        sf.write(audio / f"c{i}.wav", w, 44100)
+        w8 = clf.load(audio / f"c{i}.wav")
+        pred = int(np.asarray(clf(params, w8[None], np.array([len(w8)])).probs).argmax())
+        rows.append(f"c{i}.wav,{'abc'[pred]},Private,{i},CC0")
+    (tmp_path / "data" / "test_post_competition_scoring_clips.csv").write_text(
+        "\n".join(rows) + "\n"
+    )
+    out = tmp_path / "run"
+    untargeted.main(["--models", "tiny", "--checkpoint", f"tiny={ckpt}", "--data",
+                     str(tmp_path / "data"), "--out", str(out), "--per-class", "3",
+                     "--set", "cw.max_iterations=10", "--set", "cw.binary_search_steps=1",
+                     "--set", "fmn.steps=10", "--set", "ddn.steps=10"])  # fmt: skip
+    got = read_run_rows(out)
+    assert len(got) == 3 * 6 and {r["model"] for r in got} == {"tiny"}
+    assert all(r["success"] for r in got if r["attack"] == "deepfool")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["models"]["tiny"]["sample_rate"] == 8000
+    # a damaged copy is named
+    (ckpt / "model.onnx").write_bytes((ckpt / "model.onnx").read_bytes()[:-10])
+    from jaxadv.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="damaged ONNX checkpoint"):
+        load_checkpoint(ckpt)
+
+
+def test_convert_onnx_needs_labels_and_rate(tmp_path, capfd):
+    pytest.importorskip("onnx")
+    from jaxadv.convert.__main__ import main as convert
+
+    path = M.tiny_onnx(tmp_path / "tiny.onnx")
+    with pytest.raises(SystemExit) as e:
+        convert([str(path), str(tmp_path / "ckpt")])
+    assert e.value.code == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs OUT, --labels and --sample-rate" in err[0], err
+    assert not (tmp_path / "ckpt").exists()

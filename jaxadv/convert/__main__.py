@@ -1,5 +1,6 @@
 """``jaxadv-convert MODEL.h5 OUT_DIR`` (or ``python -m jaxadv.convert``): a Keras model .h5 → a
-jaxadv checkpoint.
+jaxadv checkpoint; ``jaxadv-convert MODEL.onnx OUT_DIR --labels L --sample-rate SR``: a user's
+ONNX classifier → an ONNX checkpoint (imported into JAX when loaded, :mod:`jaxadv.onnx_import`).
 
 Runs through :func:`jaxadv.cli.main`, like every jaxadv command: an expected failure (a missing
 or damaged file, a malformed ``model_config``, an unsupported layer, a non-empty OUT without
@@ -24,6 +25,12 @@ examples:
   {prog} gcnn.h5 ckpt/gcnn --fit-audio FSDKaggle2018/audio_train
   {prog} saved_models/32000/mel_0.h5 ckpt/dense_mel
   {prog} some.h5 --inspect
+  {prog} mine.onnx ckpt/mine --labels labels.txt --sample-rate 16000 --chunking 16000,8000
+  {prog} mine.onnx --inspect
+
+An ONNX model must take one input, a waveform batch [B, n] at --sample-rate, and return [B, C]
+scores (--outputs); it is imported into JAX (parity with onnxruntime is checked when installed)
+and the experiment commands take it as --models NAME --checkpoint NAME=OUT_DIR.
 
 The architecture is detected from the layer types (or forced with --model) and every layer's
 config is checked against the Flax port. Iqbal models (vgg13, crnn, gcnn) need the scalar
@@ -40,7 +47,9 @@ def build_parser(prog: str = "jaxadv-convert") -> argparse.ArgumentParser:
         epilog=EPILOG.format(prog=prog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("h5", type=Path, help="the Keras model file (.h5, saved with model.save)")
+    p.add_argument(
+        "h5", type=Path, help="the Keras model file (.h5, saved with model.save) or an .onnx file"
+    )
     p.add_argument("out", type=Path, nargs="?", help="checkpoint directory to write")
     p.add_argument("--model", choices=sorted(models.MODELS), help="force the architecture")
     p.add_argument("--mean", type=float, help="Iqbal standardisation mean (dB)")
@@ -66,6 +75,18 @@ def build_parser(prog: str = "jaxadv-convert") -> argparse.ArgumentParser:
         choices=["probs", "log_probs"],
         help="Cochlear models: what ModelOutput.logits holds (default: probs, as the authors)",
     )
+    p.add_argument("--sample-rate", type=int, help="ONNX models: the rate of their input (Hz)")
+    p.add_argument(
+        "--chunking",
+        metavar="WINDOW,HOP",
+        help="ONNX models: classify windows of WINDOW samples every HOP and merge them",
+    )
+    p.add_argument(
+        "--outputs",
+        default="logits",
+        choices=["logits", "probs", "log_probs"],
+        help="ONNX models: what the output holds",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     p.add_argument(
         "--inspect", action="store_true", help="only parse and check the file; write nothing"
@@ -83,6 +104,8 @@ def _run(args: argparse.Namespace) -> int:
     from jaxadv.convert.keras_h5 import ConversionError
 
     t0 = time.perf_counter()
+    if args.h5.suffix.lower() == ".onnx":
+        return _run_onnx(args, t0)
     if args.inspect:
         cfg, variables, km, plan = load_keras(args.h5, args.model)
         print(f"{km.path}: keras {km.keras_version} ({km.layout}), sha256 {km.sha256}")
@@ -137,6 +160,63 @@ def _run(args: argparse.Namespace) -> int:
         f"wrote {args.out}: {clf.model} ({meta['param_count']} values) from {args.h5.name} "
         f"[sha256 {meta['source']['sha256'][:12]}…] in {dt:.1f} s"
     )
+    return 0
+
+
+def _run_onnx(args: argparse.Namespace, t0: float) -> int:
+    """An ONNX classifier: import it, check it against onnxruntime, write the checkpoint."""
+    import importlib.util
+
+    import numpy as np
+
+    from jaxadv.checkpoint import save_onnx_checkpoint
+    from jaxadv.convert.keras_h5 import ConversionError
+    from jaxadv.onnx_import import from_onnx
+
+    if not args.h5.is_file():
+        raise ConversionError(f"{args.h5}: no such file")
+    fn, params = from_onnx(args.h5)
+    ops = ", ".join(f"{k} x{v}" for k, v in sorted(fn.ops.items()))
+    print(f"{args.h5}: opset {fn.opset}, inputs {list(fn.input_names)}, outputs "
+          f"{list(fn.output_names)}, {sum(np.size(p) for p in params.values())} parameters; "
+          f"{ops}")  # fmt: skip
+    chunking = None
+    if args.chunking:
+        try:
+            w, h = (int(v) for v in args.chunking.split(","))
+        except ValueError:
+            raise ConversionError(
+                f"--chunking {args.chunking!r}: expected WINDOW,HOP in samples, e.g. 16000,8000"
+            ) from None
+        chunking = (w, h)
+    if args.sample_rate is not None and len(fn.input_names) == 1:
+        n = chunking[0] if chunking else args.sample_rate
+        x = np.random.default_rng(0).uniform(-0.5, 0.5, (2, n)).astype(np.float32)
+        got = np.asarray(fn(params, x))
+        if importlib.util.find_spec("onnxruntime") is not None:
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(args.h5), providers=["CPUExecutionProvider"])
+            want = sess.run(None, {fn.input_names[0]: x})[0]
+            print(f"parity with onnxruntime {ort.__version__} on [2, {n}] random samples: max "
+                  f"abs difference {float(np.max(np.abs(got - want))):.2e}")  # fmt: skip
+    if args.inspect:
+        return 0
+    if args.out is None or args.labels is None or args.sample_rate is None:
+        raise ConversionError(
+            f"an ONNX checkpoint needs OUT, --labels and --sample-rate: {args.h5} OUT_DIR "
+            "--labels labels.txt --sample-rate 16000 [--chunking WINDOW,HOP] (or --inspect)"
+        )
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise ConversionError(
+            f"{args.out} is not empty: pass --overwrite to replace it, or choose another OUT"
+        )
+    meta = save_onnx_checkpoint(
+        args.out, args.h5, labels=_read_labels(args.labels), sample_rate=args.sample_rate,
+        outputs=args.outputs, chunking=chunking, merge=args.merge, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(f"wrote {args.out}: ONNX classifier ({len(meta['labels'])} labels, "
+          f"{meta['sample_rate']} Hz) from {args.h5.name} in {time.perf_counter() - t0:.1f} s")  # fmt: skip
     return 0
 
 

@@ -240,13 +240,19 @@ def parse_model_fns(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def parse_models(text: str | None, model_fns: dict[str, str] | None = None) -> list[str]:
-    """``--models`` → names; default: the five, or the ``--model-fn`` models if any."""
+def parse_models(
+    text: str | None,
+    model_fns: dict[str, str] | None = None,
+    checkpoints: Sequence[str] = (),
+) -> list[str]:
+    """``--models`` → names; default: the five, or the ``--model-fn`` models if any. A name of
+    neither kind must have a ``--checkpoint NAME=DIR`` (an ONNX checkpoint of the user's)."""
     fns = model_fns or {}
     if text is None:
         return list(fns) if fns else list(ALL_MODELS)
     names = [m.strip() for m in text.split(",") if m.strip()]
-    known = [*ALL_MODELS, *fns]
+    given = [c.split("=", 1)[0] for c in checkpoints if "=" in c]
+    known = [*ALL_MODELS, *fns, *(g for g in given if g not in ALL_MODELS and g not in fns)]
     bad = [m for m in names if m not in known]
     if bad or not names:
         raise UserError(f"--models: unknown {bad}; choose from {known}")

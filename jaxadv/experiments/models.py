@@ -58,13 +58,24 @@ def load_models(
     (:func:`load_model_fn`) instead of checkpoints. Every model's labels and sample rate come
     with it (sidecar or :func:`jaxadv.wrap`); :func:`run_labels` checks that a run's agree.
     """
-    from jaxadv.checkpoint import digest, load_checkpoint
+    from jaxadv.checkpoint import (
+        ONNX_MODEL,
+        digest,
+        load_checkpoint,
+        load_onnx_checkpoint,
+        read_meta,
+    )
     from jaxadv.frontend import IqbalAttackFrontend
 
     out = []
     for name in names:
         if model_fns and name in model_fns:
             out.append(load_model_fn(name, model_fns[name]))
+            continue
+        if read_meta(checkpoints[name]).get("model") == ONNX_MODEL:  # the user's own model
+            clf, params, meta = load_onnx_checkpoint(checkpoints[name], name)
+            path = Path(checkpoints[name])
+            out.append(LoadedModel(name, clf, params, meta, path, digest(meta, params)))
             continue
         clf, params, meta = load_checkpoint(checkpoints[name], expect=name)
         if preset == "paper" and family(name) == "iqbal":

@@ -117,7 +117,7 @@ def start_run(
     if args.per_class < 1:
         raise UserError(f"--per-class must be at least 1, got {args.per_class}")
     model_fns = parse_model_fns(getattr(args, "model_fn", []))
-    names = parse_models(args.models, model_fns)
+    names = parse_models(args.models, model_fns, args.checkpoint)
     configs = resolve_attacks(args, experiment, names)  # every --set, checked before any work
     old_doc = check_out(out, experiment)
     checkpoints = parse_checkpoints(args.checkpoint, names, model_fns)
