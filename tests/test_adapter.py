@@ -292,3 +292,20 @@ def test_convert_onnx_needs_labels_and_rate(tmp_path, capfd):
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs OUT, --labels and --sample-rate" in err[0], err
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_the_report_of_a_wrapped_model_run_regenerates(tmp_path):
+    from jaxadv import report
+    from jaxadv.experiments import untargeted
+
+    data, out = _data(tmp_path / "data"), tmp_path / "run"
+    untargeted.main(["--model-fn", f"band={SPEC}", "--data", str(data), "--out", str(out),
+                     "--per-class", "1", "--set", "cw.max_iterations=10", "--set",
+                     "cw.binary_search_steps=1", "--set", "fmn.steps=10", "--set", "ddn.steps=10",
+                     "--no-audio"])  # fmt: skip
+    (out / "report.html").unlink()
+    report.regenerate(out, progress=False)
+    page = (out / "report.html").read_text()
+    assert "band" in page
+    clean = next((out / "report_files" / "clean").glob("*.flac"))
+    assert sf.info(str(clean)).samplerate == 16000  # the players play the model's rate

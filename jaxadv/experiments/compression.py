@@ -99,7 +99,7 @@ def evaluate(
             rows.append({
                 "model": m.name, "attack": CLEAN, "fname": c.fname, "target": "",
                 "codec": name, "label": c.label, "kbps": K.kbps(n, len(y)),
-                "prediction": C.LABELS[int(p.argmax())], "survived": still[c.fname],
+                "prediction": m.labels[int(p.argmax())], "survived": still[c.fname],
                 "clean_correct": still[c.fname], "snr_db": None, "snr_db_delivered": None,
                 "snr_db_codec": snr_db(run.waves[c.fname], y - run.waves[c.fname]),
             })  # fmt: skip
@@ -111,13 +111,14 @@ def evaluate(
         for r, y, n, p in zip(ok, coded, sizes, probs, strict=True):
             pred = int(p.argmax())
             target = r["target"] or ""
-            label = C.LABEL_INDEX[r["label"]]
-            survived = pred == C.LABEL_INDEX[target] if target else pred != label
+            index = {lab: i for i, lab in enumerate(m.labels)}  # the model's class names
+            label = index[r["label"]]
+            survived = pred == index[target] if target else pred != label
             yc = by_clip[r["fname"]][: len(y)]
             rows.append({
                 "model": m.name, "attack": r["attack"], "fname": r["fname"], "target": target,
                 "codec": name, "label": r["label"], "kbps": K.kbps(n, len(y)),
-                "prediction": C.LABELS[pred], "survived": int(survived),
+                "prediction": m.labels[pred], "survived": int(survived),
                 "clean_correct": still[r["fname"]], "snr_db": r["snr_db"],
                 "snr_db_delivered": snr_db(yc, y - yc),
                 "snr_db_codec": snr_db(run.waves[r["fname"]][: len(y)],
@@ -278,7 +279,10 @@ def run(args: argparse.Namespace) -> runner.Run:
     doc = transfer.check_source(base, kind) if base is not None else None
     check = (lambda fp: transfer.same_source(base, doc, fp, kind)) if base is not None else None
     classes = C.MUSIC_CLASSES if kind == "targeted" and base is not None else None
-    r = runner.start_run(args, "compression", classes=classes, check=check)
+    # the codecs take 32 kHz clips (jaxadv.codecs resamples to their own rates from there)
+    r = runner.start_run(
+        args, "compression", classes=classes, check=check, sample_rates=(C.SAMPLE_RATE,)
+    )
     runner.clean_pass(r)
     if base is None:
         runner.attack_models(r, untargeted_jobs)

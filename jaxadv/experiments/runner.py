@@ -93,12 +93,13 @@ def start_run(
     experiment: str,
     classes: Sequence[str] | None = None,
     check: Callable[[dict[str, Any]], None] | None = None,
+    sample_rates: Sequence[int] | None = None,
 ) -> Run:
     """Resolve flags, load clips and models, check a resumed folder holds the same run.
 
     Nothing is written until every check passed (flags, ``--out``, data, checkpoints, labels,
     finite clean predictions, the fingerprint of a resumed run, and ``check(fingerprint)`` if
-    given); then the run folder, ``config.json`` (first), ``skipped.txt`` and ``results.csv``.
+    given; ``sample_rates``: the rates the experiment can run at, default any); then the run folder, ``config.json`` (first), ``skipped.txt`` and ``results.csv``.
 
     One process of several (:mod:`~jaxadv.experiments.cluster`): every process checks, then
     process 0 alone writes ``config.json`` and ``skipped.txt`` while the others wait for it; each
@@ -130,6 +131,11 @@ def start_run(
     # rate how the clips are loaded
     models = load_models(names, checkpoints, args.preset, model_fns)
     labels, rate = run_labels(models), run_sample_rate(models)
+    if sample_rates is not None and rate not in sample_rates:
+        raise UserError(
+            f"the {experiment} experiment runs at {', '.join(map(str, sample_rates))} Hz, but "
+            f"model {models[0].name} takes {rate} Hz"
+        )
     if classes is not None and labels != C.LABELS:
         unknown = [c for c in classes if c not in labels]
         if unknown:

@@ -20,7 +20,6 @@ import jax
 import numpy as np
 
 from jaxadv import cli
-from jaxadv import config as C
 from jaxadv import datasets as D
 from jaxadv.attacks import criteria
 from jaxadv.experiments import arrays, devices, flags, models, results, runfolder, runner, tables
@@ -76,7 +75,7 @@ def evaluate_transfer(run: runner.Run, rows: Sequence[dict], base: Path) -> list
                         "fname": r["fname"],
                         "label": r["label"],
                         "eval_model": m.name,
-                        "eval_prediction": C.LABELS[int(p)],
+                        "eval_prediction": m.labels[int(p)],
                         "fooled": int(f),
                     }
                 )

@@ -413,8 +413,11 @@ def regenerate(
     keep = set(config.get("clips") or [])
     rows = [r for r in rows if r["model"] in models and r["fname"] in keep]
     data = data if data is not None else (fp.get("data") or args.get("data"))
+    # a run of models with labels of their own read its data with them (config.json has them)
+    own = next((m.get("labels") for m in (config.get("models") or {}).values()
+                if isinstance(m, dict) and m.get("labels")), None)  # fmt: skip
     clips = select_clips(data, args.get("split", "auto"), int(args.get("per_class") or 1),
-                         int(args.get("seed", 0)), classes, [])  # fmt: skip
+                         int(args.get("seed", 0)), classes, [], labels=own)  # fmt: skip
     clips = [c for c in clips if c.fname in keep]
     missing = keep - {c.fname for c in clips}
     if missing:
