@@ -195,6 +195,8 @@ def test_a_wrapped_model_and_a_demo_model_are_refused_together(tmp_path, capfd):
         ("band=tests._custom_model:nope", "has no attribute 'nope'"),
         ("band=tests._custom_model:SAMPLE_RATE", "expected a (classifier, params) pair"),
         ("band=tests._custom_model:LABELS", "its classifier has no labels or sample_rate"),
+        ("band=tests._custom_model:tone", "calling tone() failed (TypeError"),
+        ("band=tests._custom_model:MODULE", "calling MODULE() failed"),
         ("vgg13=tests._custom_model:build", "the name 'vgg13' is taken"),
     ],
 )

@@ -113,8 +113,15 @@ def load_model_fn(name: str, spec: str) -> LoadedModel:
     if not hasattr(mod, attr):
         raise UserError(f"{flag}: module {module!r} has no attribute {attr!r}")
     obj = getattr(mod, attr)
-    if callable(obj) and not isinstance(obj, tuple):
-        obj = obj()
+    if callable(obj) and not isinstance(obj, tuple) and not hasattr(obj, "labels"):
+        try:
+            obj = obj()
+        except Exception as e:  # the user's code: one line here, the traceback with --debug
+            first = (str(e).splitlines() or [""])[0]
+            raise UserError(
+                f"{flag}: calling {attr}() failed ({type(e).__name__}: {first}); {attr} must "
+                "take no arguments and return (classifier, params), e.g. from jaxadv.wrap"
+            ) from e
     if not (isinstance(obj, tuple) and len(obj) == 2):
         raise UserError(
             f"{flag}: expected a (classifier, params) pair or a function returning one, such "
