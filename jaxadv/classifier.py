@@ -30,8 +30,9 @@ import jax.numpy as jnp
 from jaxadv import config as C
 from jaxadv import models
 from jaxadv.frontend import (
-    IqbalAttackFrontend,
+    CHUNKED_FRONTENDS,
     IqbalFrontend,
+    feature_bins,
     get_frontend,
     merge_chunks,
     standardise,
@@ -94,8 +95,9 @@ class Classifier:
     (the standardisation scalars are arrays, so a new checkpoint never recompiles). Batch norm
     runs in inference mode.
 
-    * Iqbal models (vgg13, crnn, gcnn): ``frontend(x, lengths)`` → chunks ``[B, Q, 128, 64]`` →
-      ``(chunk - mean) / (std + 1e-6)`` → model on ``[B*Q, 128, 64, 1]`` → ``logits [B, Q, C]``
+    * Iqbal models (vgg13, crnn, gcnn): ``frontend(x, lengths)`` → chunks ``[B, Q, 128, F]``
+      (``F = 64`` mel bands for "iqbal"/"iqbal_attack"; 513 for "stft", 96 for "cqt") →
+      ``(chunk - mean) / (std + 1e-6)`` → model on ``[B*Q, 128, F, 1]`` → ``logits [B, Q, C]``
       (the true pre-softmax chunk logits, ``dense_1/BiasAdd:0``); ``probs`` = the chunk softmaxes
       merged over valid chunks (``merge="mean"``: the authors' attack scripts; ``"gmean"``: Iqbal's
       inference).
@@ -109,7 +111,7 @@ class Classifier:
     """
 
     model_config: Any  # a frozen config of jaxadv.models (its ``name`` picks the model)
-    frontend: Any = None  # IqbalFrontend / IqbalAttackFrontend for Iqbal models, None otherwise
+    frontend: Any = None  # a CHUNKED_FRONTENDS config for Iqbal models, None otherwise
     merge: str = "mean"  # Iqbal clip merge of chunk probabilities: "mean" | "gmean"
     cochlear_logits: str = "probs"  # Cochlear ModelOutput.logits: "probs" | "log_probs"
 
@@ -118,10 +120,20 @@ class Classifier:
         if fam == "iqbal":
             if self.frontend is None:
                 object.__setattr__(self, "frontend", IqbalFrontend())
-            if not isinstance(self.frontend, IqbalFrontend | IqbalAttackFrontend):
+            if not isinstance(self.frontend, CHUNKED_FRONTENDS):
+                names = ", ".join(repr(c.name) for c in CHUNKED_FRONTENDS)
                 raise ValueError(
-                    f"model {self.model!r} needs an 'iqbal' or 'iqbal_attack' front-end, "
+                    f"model {self.model!r} needs a chunking front-end ({names}), "
                     f"got {self.frontend!r}"
+                )
+            # The models are convolutional with global pooling, so their params fit any number
+            # of frequency rows; but each 2x2 'valid' max-pool halves the rows, and fewer than
+            # 2**n_pools rows would leave nothing to pool (NaN logits).
+            need = 2 ** len(getattr(self.model_config, "filters", ()))
+            if feature_bins(self.frontend) < need:
+                raise ValueError(
+                    f"model {self.model!r} needs at least {need} frequency rows, the front-end "
+                    f"{self.frontend!r} gives {feature_bins(self.frontend)}"
                 )
         elif self.frontend is not None:
             raise ValueError(
@@ -153,8 +165,10 @@ class Classifier:
           model: "vgg13", "crnn", "gcnn", "dense_mel" or "dense_wav".
           width: width multiplier (1.0 = the paper's model).
           num_classes: classes (default 41).
-          frontend: Iqbal models: "iqbal" (default, as trained) or "iqbal_attack" (the paper
-            authors' graph front-end). Must be None for the Cochlear models.
+          frontend: Iqbal models: "iqbal" (default, as trained), "iqbal_attack" (the paper
+            authors' graph front-end), or "stft" / "cqt" (linear-frequency / constant-Q dB
+            spectrograms, 513 / 96 rows, for models trained on them: the params do not depend on
+            the number of rows). Must be None for the Cochlear models.
           merge, cochlear_logits: see the class docstring.
           overrides: further model-config fields.
         """
@@ -210,7 +224,7 @@ class Classifier:
     # --- forward -------------------------------------------------------------------------------
 
     def chunk_logits(self, params: Any, chunks: Array) -> Array:
-        """Iqbal models: un-standardised log-mel chunks ``[..., 128, 64]`` → logits ``[..., C]``."""
+        """Iqbal models: un-standardised dB chunks ``[..., 128, F]`` → logits ``[..., C]``."""
         if self.family != "iqbal":
             raise ValueError(f"chunk_logits is for the Iqbal models, not {self.model!r}")
         lead = chunks.shape[:-2]

@@ -15,10 +15,15 @@ same features alone or inside a padded batch.
 * :class:`KapreFrontend` (``"kapre"``): kapre 0.1.3.1's ``Melspectrogram`` as used by Cochlear's
   dense-mel model (hop 128 with TF 'SAME' padding, magnitude mel, dB minus the maximum, floored at
   -80 dB). ORIGINALS.md §2.4. The batch norms around it belong to the model.
+* :class:`StftFrontend` (``"stft"``): the linear-frequency log-power spectrogram (513 bins) of
+  Iqbal's STFT, with Iqbal's dB reference and chunking; for models trained on it.
+* :class:`CqtFrontend` (``"cqt"``): a constant-Q log-power spectrogram (librosa's CQT filters, 96
+  bins from C1 at 12 per octave, hop 512), with the same frames, dB reference and chunking.
 
 Everything here is differentiable (gradients match finite differences, see the tests) and finite
-on an all-zero clip. The mel matrix is computed in NumPy at trace time (no librosa import), with the
-same formula as ``librosa.filters.mel(norm="slaney", htk=False)``.
+on an all-zero clip. The mel matrix and the CQT weights are computed in NumPy at trace time (no
+librosa import), with the same formulas as ``librosa.filters.mel(norm="slaney", htk=False)`` and
+``librosa.filters.wavelet``.
 """
 
 from __future__ import annotations
@@ -99,6 +104,94 @@ def periodic_hann(n: int) -> np.ndarray:
     w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
     w.setflags(write=False)
     return w
+
+
+CQT_FMIN = 32.70319566257483  # Hz, C1 (librosa.note_to_hz("C1"), librosa.cqt's default fmin)
+CQT_N_BINS = 96  # 8 octaves at 12 bins per octave: C1 (32.7 Hz) to B8 (7.9 kHz)
+CQT_BINS_PER_OCTAVE = 12
+_HANN_BANDWIDTH = 1.50018310546875  # librosa.filters.window_bandwidth("hann"), in FFT bins
+
+
+def cqt_frequencies(fmin: float, n_bins: int, bins_per_octave: int) -> np.ndarray:
+    """Centre frequencies ``fmin * 2**(k / bins_per_octave)`` in Hz, ``[n_bins]`` float64."""
+    return fmin * 2.0 ** (np.arange(n_bins) / bins_per_octave)
+
+
+def cqt_lengths(
+    sample_rate: int, fmin: float, n_bins: int, bins_per_octave: int, filter_scale: float = 1.0
+) -> tuple[np.ndarray, float]:
+    """Filter lengths ``Q * sr / f_k`` (fractional samples, ``[n_bins]``) and the highest frequency
+    any filter's main lobe reaches (Hz), as ``librosa.filters.wavelet_lengths`` (``gamma=0``)."""
+    freqs = cqt_frequencies(fmin, n_bins, bins_per_octave)
+    # librosa's relative bandwidth of a geometric frequency grid, constant over the bins
+    alpha = (2.0 ** (2.0 / bins_per_octave) - 1) / (2.0 ** (2.0 / bins_per_octave) + 1)
+    q = filter_scale / alpha
+    return q * sample_rate / freqs, float(np.max(freqs * (1 + 0.5 * _HANN_BANDWIDTH / q)))
+
+
+class CqtOctave(NamedTuple):
+    """The CQT weights of one octave of bins, for the frame ``y[t*hop - n_fft/2 :][:r*hop]``.
+
+    Attributes:
+      lo, hi: the bins ``[lo, hi)`` of the octave.
+      n_fft: the octave's FFT size (power of two >= its longest filter), samples.
+      weights: ``[r, hop, 2 * (hi - lo)]`` float64, real parts then imaginary parts; rows at and
+        beyond ``n_fft`` (when ``r * hop > n_fft``) are zero.
+    """
+
+    lo: int
+    hi: int
+    n_fft: int
+    weights: np.ndarray
+
+
+@functools.lru_cache(maxsize=8)
+def cqt_kernels(
+    sample_rate: int = C.SAMPLE_RATE,
+    hop: int = C.IQBAL_HOP,
+    fmin: float = CQT_FMIN,
+    n_bins: int = CQT_N_BINS,
+    bins_per_octave: int = CQT_BINS_PER_OCTAVE,
+    filter_scale: float = 1.0,
+) -> tuple[CqtOctave, ...]:
+    """Time-domain weights of librosa's CQT (``librosa.vqt`` with ``gamma=0``) at the full rate.
+
+    librosa groups the bins by octave (from the top, ``bins_per_octave`` at a time) and, per
+    octave, builds ``filters.wavelet`` (periodic-Hann-windowed complex exponentials of length
+    ``Q sr / f_k``, L1-normalised, centred in ``n_fft`` = the next power of two), scales them by
+    ``L_k / n_fft``, keeps the non-negative half of their FFT and multiplies it with the
+    ``window="ones"`` STFT of the signal; ``scale=True`` then divides by ``sqrt(L_k)``. That linear
+    map of each centred ``n_fft``-sample frame is written here as one complex weight vector per
+    bin, ``H_k[j] = sum_{f <= n_fft/2} B_k[f] exp(-2 pi i f j / n_fft) / sqrt(L_k)``, computed in
+    float64. Unlike librosa, every octave runs at the full sample rate: librosa's recursive 2x
+    downsampling (of the signal, and the filters sampled at the lower rates) is all that
+    separates the two (see :class:`CqtFrontend` and the tests for the numbers).
+    """
+    lengths, _ = cqt_lengths(sample_rate, fmin, n_bins, bins_per_octave, filter_scale)
+    freqs = cqt_frequencies(fmin, n_bins, bins_per_octave)
+    octaves = []
+    hi = n_bins
+    while hi > 0:
+        lo = max(0, hi - bins_per_octave)
+        n_fft = int(2.0 ** np.ceil(np.log2(lengths[lo:hi].max())))
+        r = -(-n_fft // hop)
+        h = np.zeros((r * hop, hi - lo), np.complex128)
+        for c, k in enumerate(range(lo, hi)):
+            ilen = lengths[k]
+            n = np.arange(-ilen // 2, ilen // 2, dtype=np.float64)  # ceil(L) taps, as librosa
+            sig = np.exp(2j * np.pi * freqs[k] / sample_rate * n) * periodic_hann(len(n))
+            sig /= np.sum(np.abs(sig))
+            basis = np.zeros(n_fft, np.complex128)
+            start = (n_fft - len(n)) // 2  # librosa.util.pad_center
+            basis[start : start + len(n)] = sig * (ilen / n_fft)
+            half = np.zeros(n_fft, np.complex128)
+            half[: n_fft // 2 + 1] = np.fft.fft(basis)[: n_fft // 2 + 1]
+            h[:n_fft, c] = np.fft.fft(half) / np.sqrt(ilen)
+        w = np.concatenate([h.real, h.imag], axis=1).reshape(r, hop, 2 * (hi - lo))
+        w.setflags(write=False)
+        octaves.append(CqtOctave(lo, hi, n_fft, w))
+        hi = lo
+    return tuple(octaves)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +292,75 @@ def power_spectrum(frames: Array, window: np.ndarray, precision: str = "auto") -
     return _power_plain(frames * jnp.asarray(window, dtype=frames.dtype))
 
 
+_HIGHEST = jax.lax.Precision.HIGHEST  # no TF32/bf16 passes on GPUs/TPUs for these dots
+
+
+def _correlate_plain(blocks: Array, weights: Array, n_frames: int) -> Array:
+    """``out[b, t] = sum_i blocks[b, t + i] @ weights[i]``, ``[B, n_frames, c]``.
+
+    A strided correlation as one matmul (a 1-D conv is far slower in float64 on CPUs) plus a
+    diagonal sum done by reshapes, not ``r`` shifted slices (fewer ops, faster to compile).
+    """
+    b, n, _ = blocks.shape
+    r, _, c = weights.shape
+    if r == 1:
+        return jnp.einsum("bnh,hc->bnc", blocks, weights[0], precision=_HIGHEST)
+    y = jnp.einsum("bnh,rhc->bcrn", blocks, weights, precision=_HIGHEST)  # blocks[m] @ weights[i]
+    # Entry (i, t + i) of the row-major [r, n] sits at i * (n + 1) + t: re-read with rows of
+    # n + 1, every diagonal lands in column t (t + i < n holds for t < n_frames = n - r + 1).
+    y = jnp.pad(y.reshape(b, c, r * n), ((0, 0), (0, 0), (0, r)))
+    return jnp.sum(y.reshape(b, c, r, n + 1)[..., :n_frames], axis=2).transpose(0, 2, 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _correlate_f64(blocks: Array, weights: Array, n_frames: int) -> Array:
+    """:func:`_correlate_plain` of float32 ``blocks`` with the products and sums in float64.
+
+    A CQT bin sums up to ~32k products; in float32 that costs ~3e-3 dB in cells 80 dB below the
+    clip maximum. As for :func:`_power_f64`, the backward pass (a linear map) stays in float32.
+    """
+    return _correlate_in_f64(blocks, weights, n_frames)
+
+
+def _correlate_in_f64(blocks: Array, weights: Array, n_frames: int) -> Array:
+    with jax.enable_x64(True):
+        out = _correlate_plain(blocks.astype(jnp.float64), weights, n_frames)
+        return out.astype(blocks.dtype)
+
+
+def _correlate_f64_fwd(blocks: Array, weights: Array, n_frames: int) -> tuple[Array, Array]:
+    return _correlate_in_f64(blocks, weights, n_frames), weights.astype(blocks.dtype)
+
+
+def _correlate_f64_bwd(n_frames: int, w32: Array, g: Array) -> tuple[Array, None]:
+    n_blocks = n_frames + w32.shape[0] - 1
+    shape = jax.ShapeDtypeStruct((g.shape[0], n_blocks, w32.shape[1]), g.dtype)
+    (ct,) = jax.linear_transpose(lambda b: _correlate_plain(b, w32, n_frames), shape)(g)
+    return ct, None
+
+
+_correlate_f64.defvjp(_correlate_f64_fwd, _correlate_f64_bwd)
+
+
+def strided_correlate(
+    x: Array, weights: np.ndarray, n_frames: int, precision: str = "auto"
+) -> Array:
+    """``out[b, t] = x[b, t*hop : t*hop + r*hop] @ weights.reshape(r*hop, c)``, ``[B, T, c]``.
+
+    ``x: [B, M]`` with ``M >= (n_frames + r - 1) * hop``, ``weights: [r, hop, c]`` (NumPy). Framed
+    as ``hop``-sample blocks, so no ``[B, T, r*hop]`` frame tensor is materialised. ``precision``
+    as ``fft_precision`` (:func:`fft_in_float64`); float64 ``x`` always runs in float64.
+    """
+    r, hop, _ = weights.shape
+    n_blocks = n_frames + r - 1
+    blocks = x[:, : n_blocks * hop].reshape(x.shape[0], n_blocks, hop)
+    if x.dtype == jnp.float32 and fft_in_float64(precision):
+        with jax.enable_x64(True):
+            w64 = jnp.asarray(weights, dtype=jnp.float64)
+        return _correlate_f64(blocks, w64, n_frames)
+    return _correlate_plain(blocks, jnp.asarray(weights, x.dtype), n_frames)
+
+
 def masked_max(values: Array, mask: Array) -> Array:
     """Per-example maximum of ``values [B, ...]`` over positions where ``mask`` (broadcastable) holds."""
     neg = jnp.where(mask, values, -jnp.inf)
@@ -231,7 +393,8 @@ class ChunkedFeatures(NamedTuple):
     """Model-ready chunks of a batch of clips.
 
     Attributes:
-      chunks: ``[B, Q, 128, 64]`` log-mel chunks (time, mel), not yet standardised.
+      chunks: ``[B, Q, 128, F]`` dB chunks (time, frequency; ``F = 64`` mel bands for the Iqbal
+        front-ends), not yet standardised.
       mask: ``[B, Q]`` bool, True for the chunks that belong to the clip.
     """
 
@@ -243,7 +406,7 @@ class FrameFeatures(NamedTuple):
     """Frame-level features of a batch of clips.
 
     Attributes:
-      values: ``[B, T, n_mels]`` log-mel in dB (time, mel).
+      values: ``[B, T, F]`` features in dB (time, frequency: mel bands, STFT or CQT bins).
       mask: ``[B, T]`` bool, True for frames that belong to the clip.
     """
 
@@ -256,50 +419,46 @@ class FrameFeatures(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class IqbalFrontend:
-    """tqbl/dcase2018_task2's log-mel (librosa 0.6.2 semantics), ORIGINALS.md §2.1-2.2.
+class _CentredChunking:
+    """Shared by the front-ends whose frame ``t`` is centred on sample ``t * hop``.
 
-    ``librosa.stft(center=True, pad_mode="reflect", n_fft=1024, hop=512, window="hann")`` →
-    ``|D|**2`` → Slaney mel (64 bands, 0-16 kHz) → ``power_to_db(ref=np.max, amin=1e-10,
-    top_db=None)`` with the maximum over the whole clip → 128-frame chunks by ``load_features``'
-    ``r_threshold`` rule. ``1 + L // 512`` frames per clip of ``L`` samples.
+    ``1 + L // hop`` frames per clip of ``L`` samples (librosa's ``center=True``), dB relative to
+    the clip's maximum over its valid frames, and Iqbal's 128-frame chunking rule. Subclasses are
+    frozen dataclasses with the fields ``hop``, ``amin``, ``chunk_frames`` and ``r_threshold`` and
+    a :meth:`frame_features` method.
     """
-
-    name = "iqbal"
-    sample_rate: int = C.SAMPLE_RATE
-    n_fft: int = C.IQBAL_N_FFT
-    hop: int = C.IQBAL_HOP
-    n_mels: int = C.N_MELS
-    fft_precision: str = "auto"  # "auto" (float64 FFT except on TPU), "float64" or "float32"
-    amin: float = C.IQBAL_AMIN
-    chunk_frames: int = C.CHUNK_FRAMES
-    r_threshold: int = C.R_THRESHOLD
 
     def n_frames(self, n_samples: Array | int) -> Array | int:
         """Frames of a clip of ``n_samples`` samples: ``1 + n // hop``."""
         return 1 + n_samples // self.hop
 
-    def logmel(self, x: Array, lengths: Array) -> FrameFeatures:
-        """Log-mel in dB relative to each clip's maximum, ``[B, 1 + N // 512, 64]``."""
-        x = as_float(x)
-        b, n = x.shape
-        lengths = jnp.asarray(lengths, jnp.int32)
-        t_max = self.n_frames(n)
-        half = self.n_fft // 2
-        n_pad = (t_max - 1) * self.hop + self.n_fft
-        idx = reflect_indices(n_pad, half, lengths)
-        padded = jnp.take_along_axis(x, idx, axis=1)
-        frames = frame_signal(padded, self.n_fft, self.hop, t_max)
-        power = power_spectrum(frames, periodic_hann(self.n_fft), self.fft_precision)
-        mel = power @ jnp.asarray(
-            mel_filterbank(self.sample_rate, self.n_fft, self.n_mels), x.dtype
-        )
+    def _to_db(self, power: Array, lengths: Array) -> FrameFeatures:
+        """``power [B, T, F]`` → ``10*log10(max(amin, P) / max(amin, max P))`` in dB, with the
+        maximum over each clip's valid frames; invalid frames are 0."""
+        t_max = power.shape[1]
         fmask = valid_mask(t_max, self.n_frames(lengths))
-        ref = masked_max(mel, fmask[:, :, None])
-        db = 10.0 * jnp.log10(jnp.maximum(self.amin, mel))
+        ref = masked_max(power, fmask[:, :, None])
+        db = 10.0 * jnp.log10(jnp.maximum(self.amin, power))
         db = db - 10.0 * jnp.log10(jnp.maximum(self.amin, ref))[:, None, None]
         return FrameFeatures(jnp.where(fmask[:, :, None], db, 0.0), fmask)
+
+    def _check_chunking(self) -> None:
+        """ValueError for framing/dB/chunking fields no front-end can work with."""
+        if self.hop < 1:
+            raise ValueError(f"hop must be a positive number of samples, got {self.hop}")
+        if not self.amin > 0:
+            raise ValueError(f"amin must be positive (it floors the power), got {self.amin}")
+        if self.chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be positive, got {self.chunk_frames}")
+        if not 0 <= self.r_threshold <= self.chunk_frames:
+            raise ValueError(
+                f"r_threshold must lie in [0, chunk_frames={self.chunk_frames}], "
+                f"got {self.r_threshold}"
+            )
+
+    def frame_features(self, x: Array, lengths: Array) -> FrameFeatures:
+        """Waveform ``[B, N]`` → dB features ``[B, 1 + N // hop, F]`` and frame mask."""
+        raise NotImplementedError
 
     def max_chunks(self, n_samples: int) -> int:
         """Static number of chunk slots for a padded length of ``n_samples``."""
@@ -346,6 +505,63 @@ class IqbalFrontend:
 
         chunks = jax.vmap(lambda clip, st: jax.vmap(lambda s: take(clip, s))(st))(padded, starts)
         return ChunkedFeatures(chunks, cmask)
+
+    def __call__(self, x: Array, lengths: Array) -> ChunkedFeatures:
+        """Waveform ``[B, N]`` → chunks ``[B, Q, 128, F]`` and chunk mask ``[B, Q]``."""
+        return self.chunk(self.frame_features(x, lengths))
+
+
+class _CentredStft(_CentredChunking):
+    """A centred STFT power spectrum with per-clip reflect padding (``hop``, ``n_fft`` and
+    ``fft_precision`` fields), shared by :class:`IqbalFrontend` and :class:`StftFrontend`."""
+
+    def _stft_power(self, x: Array, lengths: Array) -> Array:
+        """``|STFT|**2`` ``[B, 1 + N // hop, n_fft // 2 + 1]`` of float ``x [B, N]``, as
+        ``librosa.stft(center=True, pad_mode="reflect", window="hann")`` of each valid clip."""
+        n = x.shape[1]
+        t_max = self.n_frames(n)
+        half = self.n_fft // 2
+        n_pad = (t_max - 1) * self.hop + self.n_fft
+        # Reflect about each clip's own last valid sample, so batch padding never enters a frame.
+        idx = reflect_indices(n_pad, half, lengths)
+        padded = jnp.take_along_axis(x, idx, axis=1)
+        frames = frame_signal(padded, self.n_fft, self.hop, t_max)
+        return power_spectrum(frames, periodic_hann(self.n_fft), self.fft_precision)
+
+
+@dataclasses.dataclass(frozen=True)
+class IqbalFrontend(_CentredStft):
+    """tqbl/dcase2018_task2's log-mel (librosa 0.6.2 semantics), ORIGINALS.md §2.1-2.2.
+
+    ``librosa.stft(center=True, pad_mode="reflect", n_fft=1024, hop=512, window="hann")`` →
+    ``|D|**2`` → Slaney mel (64 bands, 0-16 kHz) → ``power_to_db(ref=np.max, amin=1e-10,
+    top_db=None)`` with the maximum over the whole clip → 128-frame chunks by ``load_features``'
+    ``r_threshold`` rule. ``1 + L // 512`` frames per clip of ``L`` samples.
+    """
+
+    name = "iqbal"
+    sample_rate: int = C.SAMPLE_RATE
+    n_fft: int = C.IQBAL_N_FFT
+    hop: int = C.IQBAL_HOP
+    n_mels: int = C.N_MELS
+    fft_precision: str = "auto"  # "auto" (float64 FFT except on TPU), "float64" or "float32"
+    amin: float = C.IQBAL_AMIN
+    chunk_frames: int = C.CHUNK_FRAMES
+    r_threshold: int = C.R_THRESHOLD
+
+    def logmel(self, x: Array, lengths: Array) -> FrameFeatures:
+        """Log-mel in dB relative to each clip's maximum, ``[B, 1 + N // 512, 64]``."""
+        x = as_float(x)
+        lengths = jnp.asarray(lengths, jnp.int32)
+        power = self._stft_power(x, lengths)
+        mel = power @ jnp.asarray(
+            mel_filterbank(self.sample_rate, self.n_fft, self.n_mels), x.dtype
+        )
+        return self._to_db(mel, lengths)
+
+    def frame_features(self, x: Array, lengths: Array) -> FrameFeatures:
+        """Same as :meth:`logmel`."""
+        return self.logmel(x, lengths)
 
     def __call__(self, x: Array, lengths: Array) -> ChunkedFeatures:
         """Waveform ``[B, N]`` → chunks ``[B, Q, 128, 64]`` and chunk mask ``[B, Q]``."""
@@ -471,15 +687,194 @@ class KapreFrontend:
         return FrameFeatures(jnp.where(fmask[:, :, None], db, 0.0), fmask)
 
 
+# ---------------------------------------------------------------------------------------------
+# Linear-frequency and constant-Q spectrograms (same framing and chunking as IqbalFrontend)
+# ---------------------------------------------------------------------------------------------
+
+_PRECISIONS = ("auto", "float64", "float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class StftFrontend(_CentredStft):
+    """Log-power linear-frequency spectrogram with :class:`IqbalFrontend`'s framing and chunking.
+
+    ``librosa.power_to_db(np.abs(librosa.stft(y, n_fft=1024, hop_length=512, window="hann",
+    center=True, pad_mode="reflect"))**2, ref=np.max, amin=1e-10, top_db=None)`` of each clip,
+    ``[B, 1 + L // 512, 513]`` (time, frequency bin ``k`` at ``k * sr / n_fft`` Hz), chunked into
+    ``[B, Q, 128, 513]``. In dB this is the same number as ``amplitude_to_db(np.abs(D), ref=np.max,
+    amin=1e-5, top_db=None)``: it is computed from the power so that no square root (with its
+    infinite slope at 0) enters the gradient on silence. ``drop_nyquist=True`` keeps bins
+    ``0 .. n_fft/2 - 1`` (512 rows, which halve evenly through the models' pooling); the
+    reference maximum is then over the kept bins.
+    """
+
+    name = "stft"
+    sample_rate: int = C.SAMPLE_RATE
+    n_fft: int = C.IQBAL_N_FFT
+    hop: int = C.IQBAL_HOP
+    drop_nyquist: bool = False
+    fft_precision: str = "auto"  # "auto" (float64 FFT except on TPU), "float64" or "float32"
+    amin: float = C.IQBAL_AMIN
+    chunk_frames: int = C.CHUNK_FRAMES
+    r_threshold: int = C.R_THRESHOLD
+
+    def __post_init__(self) -> None:
+        self._check_chunking()
+        if self.n_fft < 2 or self.n_fft % self.hop:
+            raise ValueError(
+                f"n_fft={self.n_fft} must be at least 2 and a multiple of hop={self.hop}"
+            )
+        if self.fft_precision not in _PRECISIONS:
+            raise ValueError(
+                f"fft_precision must be one of {_PRECISIONS}, got {self.fft_precision!r}"
+            )
+
+    @property
+    def n_bins(self) -> int:
+        """Frequency rows: ``n_fft // 2 + 1`` (513), or ``n_fft // 2`` with ``drop_nyquist``."""
+        return self.n_fft // 2 + (0 if self.drop_nyquist else 1)
+
+    def frequencies(self) -> np.ndarray:
+        """Centre frequency of each row in Hz, ``[n_bins]``."""
+        return np.fft.rfftfreq(self.n_fft, 1.0 / self.sample_rate)[: self.n_bins]
+
+    def frame_features(self, x: Array, lengths: Array) -> FrameFeatures:
+        """Log-power spectrogram in dB re each clip's maximum, ``[B, 1 + N // 512, n_bins]``."""
+        x = as_float(x)
+        lengths = jnp.asarray(lengths, jnp.int32)
+        power = self._stft_power(x, lengths)[..., : self.n_bins]
+        return self._to_db(power, lengths)
+
+
+@dataclasses.dataclass(frozen=True)
+class CqtFrontend(_CentredChunking):
+    """Log-power constant-Q spectrogram, with :class:`IqbalFrontend`'s frames and chunking.
+
+    ``|librosa.cqt(y, sr=32000, hop_length=512, fmin=32.70, n_bins=96, bins_per_octave=12,
+    pad_mode="constant", sparsity=0)|**2`` in dB relative to each clip's maximum (``amin=1e-10``,
+    no ``top_db``), like :class:`StftFrontend`: ``[B, 1 + L // 512, 96]`` (time, bin ``k`` at
+    ``fmin * 2**(k/12)`` Hz: C1 32.7 Hz to B8 7.9 kHz, so the 4-8 kHz octave that librosa's
+    default 84 bins leave out is kept), chunked into ``[B, Q, 128, 96]``. Frame ``t`` is centred on
+    sample ``t * 512``, as in the STFT front-ends.
+
+    Every octave is computed at the full sample rate with the weights of :func:`cqt_kernels`
+    (librosa's wavelet filters and normalisation, equal to librosa's per-octave formula to float32
+    rounding): one strided correlation of the padded clip with ``[n_fft, 24]`` real weights per
+    octave (``n_fft`` = 256 to 32768 samples), no FFT, no resampling. ``librosa.cqt`` instead
+    downsamples the signal by 2 per octave and samples the filters at the lower rates; responses
+    at a bin's own centre frequency agree (< 1e-5 dB), half a bin off by ~0.03 dB, and cells near
+    deep spectral/temporal nulls can differ by several dB. librosa's default ``sparsity=0.01``
+    (dropping the smallest 1 % of each filter's FFT) is not reproduced.
+
+    ``pad_mode``: ``"constant"`` (zeros outside the clip, librosa.cqt's default) or ``"reflect"``
+    (about each clip's first and last valid sample). ``precision`` as ``fft_precision``: the
+    correlations run in float64 except on TPUs (float32 costs ~3e-3 dB 80 dB below the maximum).
+    """
+
+    name = "cqt"
+    sample_rate: int = C.SAMPLE_RATE
+    hop: int = C.IQBAL_HOP
+    fmin: float = CQT_FMIN
+    n_bins: int = CQT_N_BINS
+    bins_per_octave: int = CQT_BINS_PER_OCTAVE
+    filter_scale: float = 1.0
+    pad_mode: str = "constant"
+    precision: str = "auto"  # "auto" (float64 sums except on TPU), "float64" or "float32"
+    amin: float = C.IQBAL_AMIN
+    chunk_frames: int = C.CHUNK_FRAMES
+    r_threshold: int = C.R_THRESHOLD
+
+    def __post_init__(self) -> None:
+        self._check_chunking()
+        if self.n_bins < 1 or self.bins_per_octave < 1:
+            raise ValueError(
+                f"n_bins ({self.n_bins}) and bins_per_octave ({self.bins_per_octave}) must be "
+                "positive"
+            )
+        if not (self.fmin > 0 and self.filter_scale > 0):
+            raise ValueError(
+                f"fmin ({self.fmin} Hz) and filter_scale ({self.filter_scale}) must be positive"
+            )
+        _, cutoff = cqt_lengths(
+            self.sample_rate, self.fmin, self.n_bins, self.bins_per_octave, self.filter_scale
+        )
+        if cutoff > self.sample_rate / 2:
+            raise ValueError(
+                f"the top CQT filter reaches {cutoff:.0f} Hz, above the Nyquist frequency "
+                f"{self.sample_rate / 2:.0f} Hz: use fewer bins or a lower fmin"
+            )
+        if self.pad_mode not in ("constant", "reflect"):
+            raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {self.pad_mode!r}")
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
+
+    def frequencies(self) -> np.ndarray:
+        """Centre frequency of each bin in Hz, ``[n_bins]``."""
+        return cqt_frequencies(self.fmin, self.n_bins, self.bins_per_octave)
+
+    def kernels(self) -> tuple[CqtOctave, ...]:
+        """The per-octave weights (cached NumPy constants)."""
+        return cqt_kernels(
+            self.sample_rate,
+            self.hop,
+            float(self.fmin),
+            self.n_bins,
+            self.bins_per_octave,
+            float(self.filter_scale),
+        )
+
+    def frame_features(self, x: Array, lengths: Array) -> FrameFeatures:
+        """Log-power CQT in dB re each clip's maximum, ``[B, 1 + N // 512, n_bins]``."""
+        x = as_float(x)
+        n = x.shape[1]
+        lengths = jnp.asarray(lengths, jnp.int32)
+        t_max = self.n_frames(n)
+        octaves = self.kernels()
+        # One padded copy serves every octave: octave g reads frame t from sample
+        # t*hop - n_fft_g/2 of the clip, i.e. from index lead - n_fft_g/2 + t*hop of ``padded``.
+        lead = max(o.n_fft for o in octaves) // 2
+        total = max(
+            lead - o.n_fft // 2 + (t_max + o.weights.shape[0] - 1) * self.hop for o in octaves
+        )
+        if self.pad_mode == "reflect":
+            padded = jnp.take_along_axis(x, reflect_indices(total, lead, lengths), axis=1)
+        else:
+            x = jnp.where(valid_mask(n, lengths), x, 0.0)  # batch padding counts as absent
+            padded = jnp.pad(x, ((0, 0), (lead, max(0, total - lead - n))))[:, :total]
+        power = []
+        for o in reversed(octaves):  # librosa's order is from the top octave down
+            k = o.hi - o.lo
+            start = lead - o.n_fft // 2
+            resp = strided_correlate(padded[:, start:], o.weights, t_max, self.precision)
+            power.append(resp[..., :k] ** 2 + resp[..., k:] ** 2)
+        power = jnp.concatenate(power, axis=-1)
+        return self._to_db(power, lengths)
+
+
 FRONTENDS: dict[str, type] = {
     IqbalFrontend.name: IqbalFrontend,
     IqbalAttackFrontend.name: IqbalAttackFrontend,
     KapreFrontend.name: KapreFrontend,
+    StftFrontend.name: StftFrontend,
+    CqtFrontend.name: CqtFrontend,
 }
 
+# The front-ends whose output is ``ChunkedFeatures`` ``[B, Q, 128, F]`` (the Iqbal models' input).
+CHUNKED_FRONTENDS = (IqbalFrontend, IqbalAttackFrontend, StftFrontend, CqtFrontend)
 
-def get_frontend(name: str, **overrides) -> IqbalFrontend | IqbalAttackFrontend | KapreFrontend:
-    """Build a front-end config by name (``"iqbal"``, ``"iqbal_attack"``, ``"kapre"``)."""
+
+def feature_bins(fe: IqbalFrontend | IqbalAttackFrontend | StftFrontend | CqtFrontend) -> int:
+    """Frequency rows ``F`` of a chunking front-end's chunks ``[B, Q, 128, F]``."""
+    if isinstance(fe, IqbalFrontend | IqbalAttackFrontend):
+        return fe.n_mels
+    return fe.n_bins
+
+
+def get_frontend(
+    name: str, **overrides
+) -> IqbalFrontend | IqbalAttackFrontend | KapreFrontend | StftFrontend | CqtFrontend:
+    """Build a front-end config by name (``"iqbal"``, ``"iqbal_attack"``, ``"kapre"``,
+    ``"stft"``, ``"cqt"``)."""
     try:
         cls = FRONTENDS[name]
     except KeyError:
