@@ -228,3 +228,24 @@ def test_demo_models_load_and_reach_their_stated_accuracy():
         assert acc == pytest.approx(info["eval_accuracy"], abs=1e-6), name
         total += sum(f.stat().st_size for f in (demo.models_dir() / name).rglob("*") if f.is_file())
     assert total <= 15e6
+
+
+def test_fit_on_the_stft_front_end(tiny_dataset, tmp_path):
+    # the Iqbal architectures trained on another representation: the checkpoint records it and
+    # restores a classifier with that front-end
+    from jaxadv.checkpoint import load_checkpoint
+    from jaxadv.frontend import StftFrontend
+
+    clips = D.read_train(tiny_dataset)
+    cfg = _small_cfg(val_fraction=0.0, epochs=1, frontend="stft")
+    train, _ = split_train_val(clips, val_fold=None, val_fraction=0.0, seed=5)
+    fit(cfg, train, tmp_path / "run", progress=False)
+    clf, params, meta = load_checkpoint(tmp_path / "run" / "model", expect="vgg13")
+    assert isinstance(clf.frontend, StftFrontend) and meta["frontend"]["name"] == "stft"
+    assert meta["training"]["frontend"] == "stft"
+    x = np.zeros((1, 32000), np.float32)
+    x[0] = 0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 32000)
+    out = clf(params, x, np.array([32000]))
+    assert out.logits.shape[-1] == C.NUM_CLASSES and np.isfinite(np.asarray(out.probs)).all()
+    with pytest.raises(ValueError, match="computes its own features"):
+        fit(TrainConfig("dense_mel", frontend="cqt"), train, tmp_path / "x", progress=False)

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "per class held out when there is no fold column; 0 trains on all")  # fmt: skip
     p.add_argument("--unverified-weight", type=float, default=1.0,
                    help="sample weight of clips with manually_verified=0 (Iqbal's --sample_weight)")  # fmt: skip
+    p.add_argument("--frontend", default="iqbal", choices=["iqbal", "stft", "cqt"],
+                   help="features of the Iqbal models (vgg13, crnn, gcnn): Iqbal's log-mel, a "
+                   "linear-frequency STFT or a constant-Q transform")  # fmt: skip
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--save-every", type=int, default=200, help="steps between saved states")
     p.add_argument("--no-progress", action="store_true")
@@ -69,6 +72,7 @@ def _run(args: argparse.Namespace) -> None:
             learning_rate=args.lr, val_fold=args.val_fold,
             val_fraction=0.0 if args.val_fold is not None else args.val_fraction,
             unverified_weight=args.unverified_weight, seed=args.seed, save_every=args.save_every,
+            frontend=args.frontend,
         )  # fmt: skip
         train, val_clips = split_train_val(
             clips, val_fold=cfg.val_fold, val_fraction=cfg.val_fraction, seed=cfg.seed

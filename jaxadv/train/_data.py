@@ -68,10 +68,12 @@ def extract_examples(
     batch_size: int = 16,
     failures: list[Failure] | None = None,
     progress: bool = False,
+    frontend: Any = None,
 ) -> Examples:
     """Compute the training examples of ``clips`` for a model family.
 
-    Iqbal: the "iqbal" log-mel front-end (jitted, bucketed batches) and Iqbal's chunking rule.
+    Iqbal: ``frontend``'s chunks (default the "iqbal" log-mel; any chunked front-end such as
+    "stft" or "cqt"), jitted on bucketed batches, with Iqbal's chunking rule.
     Cochlear: 65536-sample waveform segments by the same rule. Bad audio files are skipped and
     reported in ``failures`` (by name).
     """
@@ -80,8 +82,8 @@ def extract_examples(
 
     from jaxadv.frontend import IqbalFrontend
 
-    fe = IqbalFrontend()
-    chunk_fn = jax.jit(lambda x, n: fe.chunk(fe.logmel(x, n)))
+    fe = IqbalFrontend() if frontend is None else frontend
+    chunk_fn = jax.jit(lambda x, n: fe(x, n))
     index = {id(c): i for i, c in enumerate(clips)}
     xs: list[np.ndarray] = []
     lens: list[int] = []

@@ -57,6 +57,7 @@ class TrainConfig:
     seed: int = 1000  # Iqbal's initial_seed
     save_every: int = 200  # steps between saved training states (and at every epoch end)
     merge: str = "gmean"  # clip merge of Iqbal chunk predictions for evaluation (Iqbal: gmean)
+    frontend: str = "iqbal"  # Iqbal models' features: a jaxadv.frontend.CHUNKED_FRONTENDS name
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -221,12 +222,23 @@ def fit(
     meta_path = out / "train.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        if old["config"] != cfg.to_dict():
+        # a run of an older jaxadv has no "frontend": it trained on the default
+        if {"frontend": "iqbal", **old["config"]} != cfg.to_dict():
             raise ValueError(
                 f"{out} holds a training run with another configuration; resume it with the same "
                 "settings or choose another output folder"
             )
-    clf = Classifier.build(cfg.model, width=cfg.width, merge=cfg.merge)
+    from jaxadv.models import get_config as model_config
+
+    fe = None
+    if model_config(cfg.model).family == "iqbal":
+        fe = cfg.frontend
+    elif cfg.frontend != "iqbal":
+        raise ValueError(
+            f"{cfg.model} takes the waveform and computes its own features; frontend "
+            f"{cfg.frontend!r} is for vgg13, crnn and gcnn"
+        )
+    clf = Classifier.build(cfg.model, width=cfg.width, merge=cfg.merge, frontend=fe)
     failures: list[Failure] = []
     cache = out / "examples"
     if (cache / "labels.npy").exists():
@@ -234,7 +246,7 @@ def fit(
     else:
         ex = D.extract_examples(
             clf.family, train_clips, unverified_weight=cfg.unverified_weight,
-            failures=failures, progress=progress,
+            failures=failures, progress=progress, frontend=clf.frontend,
         )  # fmt: skip
         D.save_examples(cache, ex)
         ex = D.load_examples(cache)
