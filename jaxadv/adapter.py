@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv.classifier import ModelOutput
+from jaxadv.classifier import ModelOutput, check_batch
 from jaxadv.cli import UserError
 from jaxadv.frontend import merge_chunks
 
@@ -107,13 +107,7 @@ class Wrapped:
         return 1 if n <= window else 1 + -(-(n - window) // hop)
 
     def __call__(self, params: Any, x: Array, lengths: Array) -> ModelOutput:
-        x = jnp.asarray(x, jnp.float32)
-        lengths = jnp.asarray(lengths, jnp.int32)
-        if x.ndim != 2 or lengths.shape != (x.shape[0],):
-            raise ValueError(
-                f"expected a waveform batch x [B, N] and lengths [B], got x {x.shape} and "
-                f"lengths {lengths.shape}"
-            )
+        x, lengths = check_batch(x, lengths)
         b, n = x.shape
         x = jnp.where(jnp.arange(n)[None, :] < lengths[:, None], x, 0.0)
         if self.chunking is None:

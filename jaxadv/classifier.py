@@ -237,12 +237,12 @@ class Classifier:
         """Cochlear models: each head's pre-softmax output ``[B, n_heads, C]``."""
         if self.family != "cochlear":
             raise ValueError(f"heads is for the Cochlear models, not {self.model!r}")
-        x, lengths = _check_batch(x, lengths)
+        x, lengths = check_batch(x, lengths)
         return self.module().apply(params["model"], x, lengths)
 
     def __call__(self, params: Any, x: Array, lengths: Array) -> ModelOutput:
         """Waveform batch ``[B, N]`` (32 kHz) and valid lengths ``[B]`` → :class:`ModelOutput`."""
-        x, lengths = _check_batch(x, lengths)
+        x, lengths = check_batch(x, lengths)
         if self.family == "iqbal":
             chunks, mask = self.frontend(x, lengths)
             logits = self.chunk_logits(params, chunks)
@@ -261,7 +261,9 @@ class Classifier:
         return _jit_call(self, params, x, lengths).probs
 
 
-def _check_batch(x: Array, lengths: Array) -> tuple[Array, Array]:
+def check_batch(x: Array, lengths: Array) -> tuple[Array, Array]:
+    """``(x float32 [B, N], lengths int32 [B])``, or a ValueError naming both shapes: the input
+    check of every classifier function (this module's, :mod:`jaxadv.adapter`'s, :mod:`jaxadv.vad`'s)."""
     x = jnp.asarray(x, jnp.float32)
     lengths = jnp.asarray(lengths, jnp.int32)
     if x.ndim != 2 or lengths.shape != (x.shape[0],):

@@ -28,6 +28,7 @@ librosa import), with the same formulas as ``librosa.filters.mel(norm="slaney", 
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 from typing import NamedTuple
@@ -419,7 +420,7 @@ class FrameFeatures(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 
-class _CentredChunking:
+class _CentredChunking(abc.ABC):
     """Shared by the front-ends whose frame ``t`` is centred on sample ``t * hop``.
 
     ``1 + L // hop`` frames per clip of ``L`` samples (librosa's ``center=True``), dB relative to
@@ -456,9 +457,10 @@ class _CentredChunking:
                 f"got {self.r_threshold}"
             )
 
+    @abc.abstractmethod
     def frame_features(self, x: Array, lengths: Array) -> FrameFeatures:
-        """Waveform ``[B, N]`` → dB features ``[B, 1 + N // hop, F]`` and frame mask."""
-        raise NotImplementedError
+        """Waveform ``[B, N]`` → dB features ``[B, 1 + N // hop, F]`` and frame mask (each
+        front-end's own: log-mel, STFT or CQT)."""
 
     def max_chunks(self, n_samples: int) -> int:
         """Static number of chunk slots for a padded length of ``n_samples``."""

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxadv.classifier import ModelOutput
+from jaxadv.classifier import ModelOutput, check_batch
 from jaxadv.cli import UserError
 
 Array = jax.Array
@@ -368,13 +368,7 @@ class SileroVAD:
 
     def __call__(self, params: Any, x: Array, lengths: Array) -> ModelOutput:
         """Waveform batch ``[B, N]`` (16 kHz) and lengths ``[B]`` → :class:`ModelOutput`."""
-        x = jnp.asarray(x, jnp.float32)
-        lengths = jnp.asarray(lengths, jnp.int32)
-        if x.ndim != 2 or lengths.shape != (x.shape[0],):
-            raise ValueError(
-                f"expected a waveform batch x [B, N] and lengths [B], got x {x.shape} and "
-                f"lengths {lengths.shape}"
-            )
+        x, lengths = check_batch(x, lengths)
         lg = window_logits(params, x, lengths)
         mask = window_mask(x.shape[1], lengths)
         logits = jnp.stack([-0.5 * lg, 0.5 * lg], axis=-1)
