@@ -249,3 +249,121 @@ def test_fit_on_the_stft_front_end(tiny_dataset, tmp_path):
     assert out.logits.shape[-1] == C.NUM_CLASSES and np.isfinite(np.asarray(out.probs)).all()
     with pytest.raises(ValueError, match="computes its own features"):
         fit(TrainConfig("dense_mel", frontend="cqt"), train, tmp_path / "x", progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# PGD adversarial training
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_training_pgd_examples_stay_in_the_snr_ball_and_raise_the_loss(norm):
+    from jaxadv.attacks.metrics import snr_db
+    from jaxadv.attacks.pgd import PGDConfig
+    from jaxadv.train._loop import _log_probs, _model_inputs, adversarial_examples
+
+    clf = Classifier.build("vgg13", width=1 / 32)
+    params = clf.init_params(jax.random.key(0), mean=-40.0, std=20.0)
+    variables = params["model"]
+    n, b = C.AUTHORS_BLOCK, 3
+    t = np.arange(n) / C.SAMPLE_RATE
+    x = np.stack([0.3 * np.sin(2 * np.pi * f * t) for f in (220.0, 440.0, 880.0)])
+    lengths = np.array([n, 40000, 50000], np.int32)
+    x[np.arange(n)[None, :] >= lengths[:, None]] = 0.0
+    x = jnp.asarray(x, jnp.float32)
+    labels = jnp.array([0, 1, 2], jnp.int32)
+    keys = jax.random.split(jax.random.key(3), b)
+    cfg = PGDConfig(snr_db=30.0, norm=norm, steps=3, rel_stepsize=0.5, abort_early=False)
+    xa = adversarial_examples(clf, variables, params["norm"], x, lengths, labels, keys, cfg)
+    delta = np.asarray(xa - x)
+    valid = np.arange(n)[None, :] < lengths[:, None]
+    assert np.all(delta[~valid] == 0.0) and np.all(np.abs(np.asarray(xa)) <= 1.0)
+    if norm == "l2":  # the ball's radius is exactly the budget: SNR >= 30 dB
+        assert np.all(np.asarray(snr_db(x, xa, lengths)) >= 30.0 - 1e-3)
+    else:
+        rms = np.sqrt((np.asarray(x) ** 2).sum(1) / lengths)
+        assert np.all(np.abs(delta).max(1) <= rms * 10 ** (-30 / 20) * (1 + 1e-5))
+
+    def ce(xw):
+        logp, _ = _log_probs(
+            clf, variables, _model_inputs(clf, params["norm"], xw, lengths, True), lengths
+        )
+        return -np.asarray(jnp.take_along_axis(logp, labels[:, None], 1))[:, 0]
+
+    # in training mode the batch statistics couple the examples: PGD ascends the batch's loss
+    assert ce(xa).sum() > ce(x).sum() + 0.1, (ce(xa), ce(x))
+
+
+def test_adversarial_config_checks_and_counts():
+    cfg = TrainConfig("vgg13", batch_size=64, adv_snr_db=40.0, adv_fraction=0.5)
+    assert cfg.adversarial and cfg.adversarial_count() == 32
+    assert cfg.pgd().snr_db == 40.0 and not cfg.pgd().abort_early and cfg.pgd().random_start
+    assert TrainConfig("vgg13").adversarial_count() == 0 and TrainConfig("vgg13").pgd() is None
+    assert (
+        TrainConfig("vgg13", batch_size=4, adv_snr_db=1.0, adv_fraction=0.01).adversarial_count()
+        == 1
+    )
+    for kw, msg in [
+        ({"adv_snr_db": float("nan")}, "finite"),
+        ({"adv_snr_db": 40.0, "adv_fraction": 0.0}, "adv_fraction"),
+        ({"adv_snr_db": 40.0, "adv_steps": 0}, "adv_steps"),
+        ({"adv_snr_db": 40.0, "adv_norm": "l1"}, "adv_norm"),
+        ({"adv_snr_db": 40.0, "adv_rel_stepsize": 0.0}, "adv_rel_stepsize"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            TrainConfig("vgg13", **kw)
+
+
+def test_adversarial_fit_resumes_exactly(tiny_dataset, tmp_path):
+    from jaxadv.checkpoint import load_checkpoint
+
+    clips = D.read_train(tiny_dataset)
+    cfg = _small_cfg(val_fraction=0.0, adv_snr_db=30.0, adv_steps=2, adv_fraction=0.5)
+    train, _ = split_train_val(clips, val_fold=None, val_fraction=0.0, seed=5)
+    fit(cfg, train, tmp_path / "straight", progress=False)
+    # the Iqbal model trained on waveform segments, its features computed in the step
+    x = np.load(tmp_path / "straight" / "examples" / "x.npy", mmap_mode="r")
+    assert x.shape[1] == C.AUTHORS_BLOCK and x.dtype == np.float16
+    hist = json.loads((tmp_path / "straight" / "history.json").read_text())
+    assert all(0.0 <= h["train_adv_acc"] <= 1.0 for h in hist)
+    spe = json.loads((tmp_path / "straight" / "train.json").read_text())["steps_per_epoch"]
+    fit(cfg, train, tmp_path / "killed", stop_after=spe + 1, progress=False)
+    fit(cfg, train, tmp_path / "killed", progress=False)
+    _, a, meta = load_checkpoint(tmp_path / "straight" / "model")
+    _, b, _ = load_checkpoint(tmp_path / "killed" / "model")
+    assert meta["training"]["adv_snr_db"] == 30.0
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_a_run_of_an_older_jaxadv_resumes_with_the_new_fields_defaulted(tiny_dataset, tmp_path):
+    clips = D.read_train(tiny_dataset)
+    cfg = _small_cfg(val_fraction=0.0, epochs=1)
+    train, _ = split_train_val(clips, val_fold=None, val_fraction=0.0, seed=5)
+    fit(cfg, train, tmp_path / "run", stop_after=1, progress=False)
+    meta = json.loads((tmp_path / "run" / "train.json").read_text())
+    for k in (
+        "frontend",
+        "adv_snr_db",
+        "adv_steps",
+        "adv_norm",
+        "adv_fraction",
+        "adv_rel_stepsize",
+    ):
+        del meta["config"][k]
+    (tmp_path / "run" / "train.json").write_text(json.dumps(meta))
+    assert fit(cfg, train, tmp_path / "run", progress=False)["epochs"] == 1
+    with pytest.raises(ValueError, match="another configuration"):
+        fit(_small_cfg(val_fraction=0.0, epochs=1, adv_snr_db=30.0), train, tmp_path / "run",
+            progress=False)  # fmt: skip
+
+
+def test_train_command_rejects_a_bad_adversarial_flag_in_one_line(tiny_dataset, tmp_path, capsys):
+    from jaxadv.train.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "vgg13", "--data", str(tiny_dataset), "--out", str(tmp_path / "r"),
+              "--adv-snr", "40", "--adv-fraction", "1.5"])  # fmt: skip
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adv_fraction must lie in (0, 1]" in err[0], err

@@ -42,7 +42,8 @@ FILE = "certify.csv"
 DEFAULT_BUDGETS = (20, 30, 40, 50, 60, 70, 80, 90, 100)
 
 
-def _schema() -> Any:
+def schema() -> Any:
+    """The columns and key of :data:`FILE` rows."""
     from jaxadv.experiments import results
 
     return results.Schema(
@@ -68,34 +69,18 @@ def _floats(text: str, flag: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Run (or resume) the certification; returns its rows."""
-    import jax
     from tqdm import tqdm
 
-    from jaxadv import certify as K
     from jaxadv import logs
     from jaxadv.datasets import Failure
     from jaxadv.experiments import flags, results, runfolder
     from jaxadv.experiments import models as M
     from jaxadv.experiments.clips import clip_digest, load_waves, select_clips
-    from jaxadv.experiments.sweep import example_key
 
     logs.setup()
     out = Path(args.out)
-    levels = _floats(args.noise_dbfs, "--noise-dbfs")
-    if max(levels) >= 0:
-        raise UserError(f"--noise-dbfs: noise levels must be below 0 dBFS, got {levels}")
+    cfgs = smoothing_configs(args)
     budgets = sorted(_floats(args.budgets, "--budgets"))
-    try:
-        cfgs = {lv: K.SmoothingConfig.at_dbfs(lv, n0=args.n0, n=args.n, alpha=args.alpha,
-                                              per_step=args.per_step) for lv in levels}  # fmt: skip
-    except ValueError as e:
-        raise UserError(f"smoothing settings: {e}") from None
-    for cfg in cfgs.values():
-        if cfg.n % cfg.per_step or cfg.n0 % min(cfg.per_step, cfg.n0):
-            raise UserError(
-                f"--n ({cfg.n}) and --n0 ({cfg.n0}) must be multiples of --per-step "
-                f"({cfg.per_step}), or --n0 smaller than it"
-            )
     old = runfolder.check_out(out, "certify")
     model_fns = flags.parse_model_fns(args.model_fn)
     names = flags.parse_models(args.models, model_fns, args.checkpoint)
@@ -116,8 +101,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     fp = {
         "experiment": "certify", "data": str(Path(args.data).resolve()) if args.data else None,
         "split": args.split, "per_class": args.per_class, "seed": args.seed,
-        "smoothing": {str(lv): [c.sigma, c.n0, c.n, c.alpha, c.per_step] for lv, c in
-                      cfgs.items()},
+        "smoothing": smoothing_fingerprint(cfgs),
         "models": {m.name: m.digest for m in loaded},
         "clips": {c.fname: clip_digest(c) for c in clips},
     }  # fmt: skip
@@ -132,42 +116,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     runfolder.make_out(out)
     runfolder.write_config(out, args, {"experiment": "certify", "fingerprint": fp,
                                        "sample_rate": rate})  # fmt: skip
-    store = results.ResultStore(out / FILE, _schema())
-    bar = tqdm(total=len(loaded) * len(levels), desc="certify", unit="model×σ", file=sys.stderr,
+    store = results.ResultStore(out / FILE, schema())
+    bar = tqdm(total=len(loaded) * len(cfgs), desc="certify", unit="model×σ", file=sys.stderr,
                disable=args.no_progress)  # fmt: skip
     for m in loaded:
-        clean = M.predict_waves(m, [waves[c.fname] for c in clips], args.batch_size).argmax(1)
-        for lv, cfg in cfgs.items():
-            todo = [(c, int(p)) for c, p in zip(clips, clean, strict=True)
-                    if (m.name, repr(float(lv)), c.fname) not in store]  # fmt: skip
-            for i in range(0, len(todo), args.batch_size):
-                part = todo[i : i + args.batch_size]
-                n = max(len(waves[c.fname]) for c, _ in part)
-                x = np.zeros((len(part), n), np.float32)
-                for r, (c, _) in enumerate(part):
-                    x[r, : len(waves[c.fname])] = waves[c.fname]
-                lens = np.array([len(waves[c.fname]) for c, _ in part], np.int32)
-                # per-clip keys from the seed and the clip: a certificate does not depend on
-                # its batch (nor on a resume)
-                keys = np.stack([example_key(args.seed, m.name, str(lv), c.fname) for c, _ in part])
-                cert = K.certify(m.classifier, m.params, x, lens, jax.random.wrap_key_data(keys),
-                                 cfg)  # fmt: skip
-                rows = []
-                for r, (c, p) in enumerate(part):
-                    pred = int(cert.prediction[r])
-                    top = int(cert.counts[r].max())
-                    ok = pred == c.label_index
-                    rows.append({
-                        "model": m.name, "noise_dbfs": float(lv), "fname": c.fname,
-                        "label": c.label, "clean_prediction": labels[p],
-                        "prediction": labels[pred] if pred >= 0 else "abstain",
-                        "top_count": top, "n": cfg.n, "p_lower": float(cert.p_lower[r]),
-                        "radius": float(cert.radius[r]),
-                        # a wrong or abstaining smoothed prediction is certified at no SNR
-                        "certified_snr_db": float(cert.snr_db[r]) if ok else float("inf"),
-                    })  # fmt: skip
-                store.append(rows)
-            bar.update(1)
+        certify_model(m, clips, waves, cfgs, store, seed=args.seed, batch_size=args.batch_size,
+                      labels=labels, on_level=lambda: bar.update(1))  # fmt: skip
     bar.close()
     rows = store.rows()
     results.write_json(out / "results.json", rows)
@@ -177,6 +131,109 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     print("\n" + table.to_markdown())
     print(f"Run folder: {out}")
     return rows
+
+
+def smoothing_configs(args: argparse.Namespace) -> dict[float, Any]:
+    """``{noise dBFS: SmoothingConfig}`` from the smoothing flags (:func:`add_smoothing_flags`);
+    a bad value is a one-line :class:`UserError`."""
+    from jaxadv import certify as K
+
+    levels = _floats(args.noise_dbfs, "--noise-dbfs")
+    if max(levels) >= 0:
+        raise UserError(f"--noise-dbfs: noise levels must be below 0 dBFS, got {levels}")
+    try:
+        cfgs = {lv: K.SmoothingConfig.at_dbfs(lv, n0=args.n0, n=args.n, alpha=args.alpha,
+                                              per_step=args.per_step) for lv in levels}  # fmt: skip
+    except ValueError as e:
+        raise UserError(f"smoothing settings: {e}") from None
+    for cfg in cfgs.values():
+        if cfg.n % cfg.per_step or cfg.n0 % min(cfg.per_step, cfg.n0):
+            raise UserError(
+                f"--n ({cfg.n}) and --n0 ({cfg.n0}) must be multiples of --per-step "
+                f"({cfg.per_step}), or --n0 smaller than it"
+            )
+    return cfgs
+
+
+def smoothing_fingerprint(cfgs: dict[float, Any]) -> dict[str, list[float]]:
+    """What a resumed certification must share: every level's sigma, n0, n, alpha, per_step."""
+    return {str(lv): [c.sigma, c.n0, c.n, c.alpha, c.per_step] for lv, c in cfgs.items()}
+
+
+def certify_model(
+    m: Any,
+    clips: Sequence[Any],
+    waves: dict[str, np.ndarray],
+    cfgs: dict[float, Any],
+    store: Any,
+    *,
+    seed: int,
+    batch_size: int,
+    labels: Sequence[str],
+    on_level: Any = None,
+) -> None:
+    """Certify every clip of ``clips`` not yet in ``store`` for the loaded model ``m`` at each
+    noise level of ``cfgs``, appending one :data:`FILE` row per clip (resumable).
+
+    Each clip's noise comes from a key of the seed, the model, the level and the clip, so a
+    certificate depends on neither its batch nor a resume. ``on_level()`` is called after each
+    level (progress).
+    """
+    import jax
+
+    from jaxadv import certify as K
+    from jaxadv.experiments import models as M
+    from jaxadv.experiments.sweep import example_key
+
+    clean = M.predict_waves(m, [waves[c.fname] for c in clips], batch_size).argmax(1)
+    for lv, cfg in cfgs.items():
+        todo = [(c, int(p)) for c, p in zip(clips, clean, strict=True)
+                if (m.name, repr(float(lv)), c.fname) not in store]  # fmt: skip
+        for i in range(0, len(todo), batch_size):
+            part = todo[i : i + batch_size]
+            n = max(len(waves[c.fname]) for c, _ in part)
+            x = np.zeros((len(part), n), np.float32)
+            for r, (c, _) in enumerate(part):
+                x[r, : len(waves[c.fname])] = waves[c.fname]
+            lens = np.array([len(waves[c.fname]) for c, _ in part], np.int32)
+            keys = np.stack([example_key(seed, m.name, str(lv), c.fname) for c, _ in part])
+            cert = K.certify(m.classifier, m.params, x, lens, jax.random.wrap_key_data(keys),
+                             cfg)  # fmt: skip
+            rows = []
+            for r, (c, p) in enumerate(part):
+                pred = int(cert.prediction[r])
+                top = int(cert.counts[r].max())
+                ok = pred == c.label_index
+                rows.append({
+                    "model": m.name, "noise_dbfs": float(lv), "fname": c.fname,
+                    "label": c.label, "clean_prediction": labels[p],
+                    "prediction": labels[pred] if pred >= 0 else "abstain",
+                    "top_count": top, "n": cfg.n, "p_lower": float(cert.p_lower[r]),
+                    "radius": float(cert.radius[r]),
+                    # a wrong or abstaining smoothed prediction is certified at no SNR
+                    "certified_snr_db": float(cert.snr_db[r]) if ok else float("inf"),
+                })  # fmt: skip
+            store.append(rows)
+        if on_level is not None:
+            on_level()
+
+
+def add_smoothing_flags(p: argparse.ArgumentParser, n: int = 500) -> None:
+    """``--noise-dbfs``, ``--n0``, ``--n``, ``--alpha``, ``--per-step`` (randomized smoothing)."""
+    p.add_argument(
+        "--noise-dbfs",
+        default="-60",
+        help="smoothing noise levels, dBFS RMS (comma-separated; -60 is σ = 0.001)",
+    )
+    p.add_argument("--n0", type=int, default=50, help="noisy copies that select the class")
+    p.add_argument(
+        "--n",
+        type=int,
+        default=n,
+        help="noisy copies that bound its probability (Cohen et al.: 100000)",
+    )
+    p.add_argument("--alpha", type=float, default=0.001, help="certificates hold w.p. 1 - alpha")
+    p.add_argument("--per-step", type=int, default=50, help="noisy copies per compiled step")
 
 
 def _curves(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, float], list[dict[str, Any]]]:
@@ -263,20 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=("auto", "train", "test"), default="auto", help="which CSV of --data"
     )
     p.add_argument("--per-class", type=int, default=1, help="clips per class")
-    p.add_argument(
-        "--noise-dbfs",
-        default="-60",
-        help="smoothing noise levels, dBFS RMS (comma-separated; -60 is σ = 0.001)",
-    )
-    p.add_argument("--n0", type=int, default=50, help="noisy copies that select the class")
-    p.add_argument(
-        "--n",
-        type=int,
-        default=500,
-        help="noisy copies that bound its probability (Cohen et al.: 100000)",
-    )
-    p.add_argument("--alpha", type=float, default=0.001, help="certificates hold w.p. 1 - alpha")
-    p.add_argument("--per-step", type=int, default=50, help="noisy copies per compiled step")
+    add_smoothing_flags(p)
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch")
     p.add_argument(
         "--budgets",

@@ -232,7 +232,9 @@ def parse_model_fns(items: Sequence[str]) -> dict[str, str]:
                 f"--model-fn {item!r}: expected NAME=MODULE:ATTR, e.g. mine=mypackage.models:build"
             )
         name = name.strip()
-        if name in ALL_MODELS or name in out:
+        from jaxadv.experiments.configs import demo_variants
+
+        if name in ALL_MODELS or name in demo_variants() or name in out:
             raise UserError(f"--model-fn {item!r}: the name {name!r} is taken; choose another")
         if not all(ch.isalnum() or ch in "_-" for ch in name):
             raise UserError(f"--model-fn {item!r}: NAME may hold letters, digits, '_' and '-'")
@@ -250,9 +252,12 @@ def parse_models(
     fns = model_fns or {}
     if text is None:
         return list(fns) if fns else list(ALL_MODELS)
+    from jaxadv.experiments.configs import demo_variants
+
     names = [m.strip() for m in text.split(",") if m.strip()]
     given = [c.split("=", 1)[0] for c in checkpoints if "=" in c]
-    known = [*ALL_MODELS, *fns, *(g for g in given if g not in ALL_MODELS and g not in fns)]
+    builtin = [*ALL_MODELS, *demo_variants()]
+    known = [*builtin, *fns, *(g for g in given if g not in builtin and g not in fns)]
     bad = [m for m in names if m not in known]
     if bad or not names:
         raise UserError(f"--models: unknown {bad}; choose from {known}")

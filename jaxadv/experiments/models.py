@@ -18,7 +18,7 @@ import numpy as np
 from jaxadv import config as C
 from jaxadv.cli import UserError
 from jaxadv.datasets import Clip
-from jaxadv.experiments.configs import family
+from jaxadv.experiments.configs import ALL_MODELS, architecture, family
 from jaxadv.experiments.devices import replicate, shard
 
 log = logging.getLogger("jaxadv.experiments")
@@ -77,7 +77,12 @@ def load_models(
             path = Path(checkpoints[name])
             out.append(LoadedModel(name, clf, params, meta, path, digest(meta, params)))
             continue
-        clf, params, meta = load_checkpoint(checkpoints[name], expect=name)
+        # a demo variant (vgg13_stft) is its architecture's checkpoint; a user's name is
+        # whatever its checkpoint holds
+        arch = architecture(name)
+        clf, params, meta = load_checkpoint(
+            checkpoints[name], expect=arch if arch in ALL_MODELS else None
+        )
         if preset == "paper" and family(name) == "iqbal":
             # The authors' attack graph: zero-pad to 65536k, uncentred frames, offset log.
             new = dataclasses.replace(clf, frontend=IqbalAttackFrontend(), merge="mean")

@@ -36,14 +36,19 @@ TRANSFER_COLUMNS = (
 )
 
 
-def evaluate_transfer(run: runner.Run, rows: Sequence[dict], base: Path) -> list[dict]:
-    """Apply every successful example of ``rows`` to every other model.
+def evaluate_transfer(
+    run: runner.Run,
+    rows: Sequence[dict],
+    base: Path,
+    attacks: Sequence[str] = ("deepfool", "cw"),
+) -> list[dict]:
+    """Apply every successful example of ``rows`` made by ``attacks`` to every other model.
 
     The examples are read from the array store of the run folder ``base`` (opened read-only;
     the WAV files of a run of an older jaxadv, which has none).
     """
     store = arrays.ArrayStore(base / arrays.FOLDER, writable=False)
-    ok = [r for r in rows if r["success"] and r["attack"] in ("deepfool", "cw")]
+    ok = [r for r in rows if r["success"] and r["attack"] in attacks]
     advs = {}
     for r in ok:
         wave = arrays.adversarial(store, r, base)

@@ -49,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frontend", default="iqbal", choices=["iqbal", "stft", "cqt"],
                    help="features of the Iqbal models (vgg13, crnn, gcnn): Iqbal's log-mel, a "
                    "linear-frequency STFT or a constant-Q transform")  # fmt: skip
+    adv = p.add_argument_group(
+        "adversarial training", "PGD (Madry et al. 2018) on the waveform, at an SNR budget"
+    )
+    adv.add_argument("--adv-snr", type=float, default=None, metavar="DB",
+                     help="train on PGD examples whose perturbations are at least DB below the "
+                     "signal (radius ||x||*10^(-DB/20)); default: standard training")  # fmt: skip
+    adv.add_argument("--adv-steps", type=int, default=5, help="PGD steps per batch")
+    adv.add_argument("--adv-norm", default="l2", choices=["l2", "linf"], help="the PGD ball")
+    adv.add_argument("--adv-fraction", type=float, default=0.5,
+                     help="share of each batch replaced by its adversarial examples")  # fmt: skip
+    adv.add_argument("--adv-rel-stepsize", type=float, default=0.5,
+                     help="PGD step as a fraction of the radius")  # fmt: skip
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--save-every", type=int, default=200, help="steps between saved states")
     p.add_argument("--no-progress", action="store_true")
@@ -72,7 +84,9 @@ def _run(args: argparse.Namespace) -> None:
             learning_rate=args.lr, val_fold=args.val_fold,
             val_fraction=0.0 if args.val_fold is not None else args.val_fraction,
             unverified_weight=args.unverified_weight, seed=args.seed, save_every=args.save_every,
-            frontend=args.frontend,
+            frontend=args.frontend, adv_snr_db=args.adv_snr, adv_steps=args.adv_steps,
+            adv_norm=args.adv_norm, adv_fraction=args.adv_fraction,
+            adv_rel_stepsize=args.adv_rel_stepsize,
         )  # fmt: skip
         train, val_clips = split_train_val(
             clips, val_fold=cfg.val_fold, val_fraction=cfg.val_fraction, seed=cfg.seed

@@ -72,10 +72,11 @@ def extract_examples(
 ) -> Examples:
     """Compute the training examples of ``clips`` for a model family.
 
-    Iqbal: ``frontend``'s chunks (default the "iqbal" log-mel; any chunked front-end such as
-    "stft" or "cqt"), jitted on bucketed batches, with Iqbal's chunking rule.
-    Cochlear: 65536-sample waveform segments by the same rule. Bad audio files are skipped and
-    reported in ``failures`` (by name).
+    ``family`` ``"iqbal"``: ``frontend``'s chunks (default the "iqbal" log-mel; any chunked
+    front-end such as "stft" or "cqt"), jitted on bucketed batches, with Iqbal's chunking rule.
+    Any other (``"cochlear"``, or ``"waveform"`` for adversarial training of an Iqbal model):
+    65536-sample waveform segments by the same rule. Bad audio files are skipped and reported in
+    ``failures`` (by name).
     """
     import jax
     from tqdm import tqdm
@@ -124,6 +125,28 @@ def extract_examples(
         np.asarray(owner, np.int32),
         np.asarray(ws, np.float32),
     )
+
+
+def feature_moments(frontend: Any, ex: Examples, batch_size: int = 64) -> tuple[float, float]:
+    """Mean and population std of ``frontend``'s chunk of every waveform segment of ``ex`` (the
+    standardisation of an Iqbal model trained on waveform segments; float64 sums)."""
+    import jax
+
+    fn = jax.jit(lambda x, n: frontend(x, n).chunks[:, 0])
+    total, total2, count = 0.0, 0.0, 0
+    for i in range(0, len(ex.labels), batch_size):
+        x = np.asarray(ex.x[i : i + batch_size], np.float32)
+        n = np.asarray(ex.lengths[i : i + batch_size])
+        if len(x) < batch_size:  # one compiled shape: pad the last batch, count only the real rows
+            pad = batch_size - len(x)
+            x = np.pad(x, ((0, pad), (0, 0)))
+            n = np.pad(n, (0, pad), constant_values=SEGMENT)
+        c = np.asarray(fn(x, n), np.float64)[: min(batch_size, len(ex.labels) - i)]
+        total += float(c.sum())
+        total2 += float(np.square(c).sum())
+        count += c.size
+    mean = total / count
+    return mean, float(np.sqrt(max(total2 / count - mean * mean, 0.0)))
 
 
 def save_examples(path: Path, ex: Examples) -> None:

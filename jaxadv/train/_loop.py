@@ -58,9 +58,63 @@ class TrainConfig:
     save_every: int = 200  # steps between saved training states (and at every epoch end)
     merge: str = "gmean"  # clip merge of Iqbal chunk predictions for evaluation (Iqbal: gmean)
     frontend: str = "iqbal"  # Iqbal models' features: a jaxadv.frontend.CHUNKED_FRONTENDS name
+    # PGD adversarial training (Madry et al. 2018) on the waveform; adv_snr_db None: off
+    adv_snr_db: float | None = None  # budget: radius ||x|| * 10^(-snr/20) (L2), RMS(x) * .. (L-inf)
+    adv_steps: int = 5  # PGD steps per batch (each one forward+backward)
+    adv_norm: str = "l2"  # "l2" or "linf" ball
+    adv_fraction: float = 0.5  # share of each batch replaced by its adversarial examples
+    adv_rel_stepsize: float = 0.5  # PGD step as a fraction of the radius (Madry: 2.5 / steps)
+
+    def __post_init__(self) -> None:
+        if self.adv_snr_db is None:
+            return
+        if not math.isfinite(self.adv_snr_db):
+            raise ValueError(f"adv_snr_db must be a finite SNR in dB, got {self.adv_snr_db}")
+        if self.adv_steps < 1:
+            raise ValueError(f"adv_steps must be at least 1, got {self.adv_steps}")
+        if self.adv_norm not in ("l2", "linf"):
+            raise ValueError(f"adv_norm must be 'l2' or 'linf', got {self.adv_norm!r}")
+        if not 0.0 < self.adv_fraction <= 1.0:
+            raise ValueError(f"adv_fraction must lie in (0, 1], got {self.adv_fraction}")
+        if not self.adv_rel_stepsize > 0:
+            raise ValueError(f"adv_rel_stepsize must be positive, got {self.adv_rel_stepsize}")
+
+    @property
+    def adversarial(self) -> bool:
+        """PGD adversarial training is on."""
+        return self.adv_snr_db is not None
+
+    def pgd(self) -> Any:
+        """The :class:`jaxadv.attacks.PGDConfig` of the training attack (random start, every step
+        taken: no early abort), or None."""
+        if not self.adversarial:
+            return None
+        from jaxadv.attacks.pgd import PGDConfig
+
+        return PGDConfig(
+            snr_db=float(self.adv_snr_db), norm=self.adv_norm, steps=self.adv_steps,
+            rel_stepsize=self.adv_rel_stepsize, random_start=True, abort_early=False,
+        )  # fmt: skip
+
+    def adversarial_count(self) -> int:
+        """Examples per batch replaced by adversarial ones (at least one when training is
+        adversarial)."""
+        if not self.adversarial:
+            return 0
+        return max(1, min(self.batch_size, round(self.adv_fraction * self.batch_size)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The default of every field that has one: what a run of an older jaxadv, whose saved
+        config lacks a newer field, trained with."""
+        return {
+            f.name: f.default
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING
+        }
 
 
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
@@ -106,7 +160,60 @@ def _log_probs(clf: Classifier, variables: Any, x: Array, lengths: Array) -> tup
     return jnp.log(jnp.clip(probs, 1e-7, 1.0 - 1e-7)), upd["batch_stats"]
 
 
-@functools.partial(jax.jit, static_argnames=("clf", "optimizer"), donate_argnames=("state",))
+def _model_inputs(
+    clf: Classifier, norm: dict[str, Array], x: Array, lengths: Array, waveform: bool
+) -> Array:
+    """What the Flax module takes: standardised features ``[B, 128, F]`` (Iqbal models: cached
+    chunks, or the front-end's single chunk of each 65536-sample waveform segment), or the
+    waveform itself (Cochlear models)."""
+    if clf.family != "iqbal":
+        return x
+    if waveform:
+        # a segment of 65536 samples has 129 centred frames: exactly one chunk (Iqbal's rule)
+        x = clf.frontend(x, lengths).chunks[:, 0]
+    return standardise(x, norm["mean"], norm["std"])
+
+
+def adversarial_examples(
+    clf: Classifier,
+    variables: Any,
+    norm: dict[str, Array],
+    x: Array,
+    lengths: Array,
+    labels: Array,
+    keys: Array,
+    pgd: Any,
+) -> Array:
+    """Madry et al.'s PGD examples ``[B, N]`` for training: ``pgd.steps`` steps of
+    :class:`jaxadv.attacks.pgd.PGD` from a random start in the SNR ball, returning the last
+    iterate (the strongest, at a fixed cost) rather than the first adversarial one that attacks
+    report. The model runs in training mode on the batch's own statistics (not updated).
+    """
+    from jaxadv.attacks import engine
+    from jaxadv.attacks.pgd import PGD
+    from jaxadv.classifier import ModelOutput
+
+    def fn(params: Any, xw: Array, n: Array) -> ModelOutput:
+        logp, _ = _log_probs(clf, params, _model_inputs(clf, norm, xw, n, True), n)
+        return ModelOutput(logp[:, None, :], jnp.ones((xw.shape[0], 1), bool), jnp.exp(logp))
+
+    alg = PGD(pgd)
+    problem = alg.prepare(engine.Problem(x, lengths, labels, None, keys))
+    st = alg.init(fn, variables, problem)
+
+    def body(_: Array, st: Any) -> Any:
+        e = alg.evaluate(fn, variables, problem, alg.query(st))
+        return alg.step(problem, st, e, jnp.ones(x.shape[:1], bool))
+
+    st = jax.lax.fori_loop(0, pgd.steps, body, st)
+    return jax.lax.stop_gradient(jnp.where(problem.valid, problem.x + st.delta, x))
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("clf", "optimizer", "waveform", "pgd", "n_adv"),
+    donate_argnames=("state",),
+)
 def train_step(
     clf: Classifier,
     optimizer: optax.GradientTransformation,
@@ -121,27 +228,45 @@ def train_step(
     w1: Array,
     w2: Array,
     lam: Array,
+    adv_key: Array | None = None,
+    *,
+    waveform: bool = False,
+    pgd: Any = None,
+    n_adv: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Array]]:
     """One mixup step on a batch of example pairs; returns the new state and metrics.
 
     ``x = lam * x1 + (1 - lam) * x2`` (and the one-hot labels, and the sample weights, alike), then
     standardised (Iqbal models), forward in training mode, Keras' weighted mean of the
     cross-entropy ``mean(w * ce) / mean(w != 0)``, one Adam update.
+
+    Adversarial training (``pgd``, a :class:`jaxadv.attacks.PGDConfig`): the examples are
+    waveforms (``waveform=True`` for the Iqbal models, whose features the step computes), and the
+    first ``n_adv`` mixed examples of the batch are replaced by their PGD examples against the
+    label with the larger mixing weight, from keys ``fold_in(adv_key, step)``.
     """
     shape = (-1,) + (1,) * (x1.ndim - 1)
     x = lam.reshape(shape) * x1.astype(jnp.float32) + (1 - lam.reshape(shape)) * x2.astype(
         jnp.float32
     )
-    if clf.family == "iqbal":
-        x = standardise(x, norm["mean"], norm["std"])
     lengths = jnp.maximum(len1, len2)
     n_cls = clf.num_classes
     y = lam[:, None] * jax.nn.one_hot(y1, n_cls) + (1 - lam[:, None]) * jax.nn.one_hot(y2, n_cls)
     w = lam * w1 + (1 - lam) * w2
+    metrics: dict[str, Array] = {}
+    if pgd is not None:
+        variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+        hard = jnp.where(lam >= 0.5, y1, y2)
+        keys = jax.random.split(jax.random.fold_in(adv_key, state["step"]), n_adv)
+        xa = adversarial_examples(
+            clf, variables, norm, x[:n_adv], lengths[:n_adv], hard[:n_adv], keys, pgd
+        )
+        x = jnp.concatenate([xa, x[n_adv:]], axis=0)
+    inputs = _model_inputs(clf, norm, x, lengths, waveform)
 
     def loss_fn(params: Any) -> tuple[Array, tuple[Any, Array]]:
         variables = {"params": params, "batch_stats": state["batch_stats"]}
-        logp, stats = _log_probs(clf, variables, x, lengths)
+        logp, stats = _log_probs(clf, variables, inputs, lengths)
         ce = -jnp.sum(y * logp, axis=-1)
         loss = jnp.mean(ce * w) / jnp.maximum(jnp.mean((w != 0).astype(jnp.float32)), 1e-12)
         return loss, (stats, logp)
@@ -154,8 +279,12 @@ def train_step(
         "opt_state": opt_state,
         "step": state["step"] + 1,
     }
-    acc = jnp.mean(jnp.argmax(logp, -1) == jnp.argmax(y, -1))
-    return new, {"loss": loss, "acc": acc}
+    hit = jnp.argmax(logp, -1) == jnp.argmax(y, -1)
+    metrics["loss"] = loss
+    metrics["acc"] = jnp.mean(hit)
+    if pgd is not None:  # accuracy on the batch's adversarial examples (training mode)
+        metrics["adv_acc"] = jnp.mean(hit[:n_adv])
+    return new, metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,8 +351,8 @@ def fit(
     meta_path = out / "train.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        # a run of an older jaxadv has no "frontend": it trained on the default
-        if {"frontend": "iqbal", **old["config"]} != cfg.to_dict():
+        # a run of an older jaxadv lacks the newer fields: it trained with their defaults
+        if {**TrainConfig.defaults(), **old["config"]} != cfg.to_dict():
             raise ValueError(
                 f"{out} holds a training run with another configuration; resume it with the same "
                 "settings or choose another output folder"
@@ -240,22 +369,29 @@ def fit(
         )
     clf = Classifier.build(cfg.model, width=cfg.width, merge=cfg.merge, frontend=fe)
     failures: list[Failure] = []
+    # adversarial training perturbs the waveform: the Iqbal models then train on waveform
+    # segments (as the Cochlear models always do) and the step computes their features
+    waveform = clf.family == "iqbal" and cfg.adversarial
     cache = out / "examples"
     if (cache / "labels.npy").exists():
         ex = D.load_examples(cache)
     else:
         ex = D.extract_examples(
-            clf.family, train_clips, unverified_weight=cfg.unverified_weight,
-            failures=failures, progress=progress, frontend=clf.frontend,
+            "waveform" if waveform else clf.family, train_clips,
+            unverified_weight=cfg.unverified_weight, failures=failures, progress=progress,
+            frontend=clf.frontend,
         )  # fmt: skip
         D.save_examples(cache, ex)
         ex = D.load_examples(cache)
     if clf.family == "iqbal":
         # keras-preprocessing's ImageDataGenerator.fit: one scalar mean and population std
-        x32 = np.asarray(ex.x, np.float32)
-        mean = float(np.mean(x32))
-        std = float(np.std(x32))
-        del x32
+        if waveform:
+            mean, std = D.feature_moments(clf.frontend, ex)
+        else:
+            x32 = np.asarray(ex.x, np.float32)
+            mean = float(np.mean(x32))
+            std = float(np.std(x32))
+            del x32
     else:
         mean, std = 0.0, 1.0
     n_ex = len(ex.labels)
@@ -295,8 +431,12 @@ def fit(
         history = json.loads(hist_path.read_text()) if hist_path.exists() else []
         history = [h for h in history if h["epoch"] < step0 // spe]
         log.info("resuming %s from step %d (epoch %d)", out, step0, step0 // spe)
+    pgd, n_adv = cfg.pgd(), cfg.adversarial_count()
+    adv_key = jax.random.key(cfg.seed + 1) if pgd is not None else None
     print(f"training {cfg.model} (width {cfg.width}) on {jax.devices()[0].platform}: "
-          f"{n_ex} examples, {spe} steps/epoch, {cfg.epochs} epochs")  # fmt: skip
+          f"{n_ex} examples, {spe} steps/epoch, {cfg.epochs} epochs"
+          + (f", PGD {cfg.adv_norm} at {cfg.adv_snr_db:g} dB ({cfg.adv_steps} steps) on "
+             f"{n_adv} of every {cfg.batch_size}" if pgd is not None else ""))  # fmt: skip
 
     def as_params(st: dict[str, Any]) -> dict[str, Any]:
         p = {"model": {"params": st["params"], "batch_stats": st["batch_stats"]}}
@@ -313,7 +453,7 @@ def fit(
         plan = D.epoch_plan(ex.labels, spe, cfg.batch_size, cfg.mixup_alpha, cfg.seed, epoch)
         if cfg.mixup_alpha <= 0:
             plan = dataclasses.replace(plan, lam=np.ones_like(plan.lam))
-        t0, losses, accs = time.perf_counter(), [], []
+        t0, losses, accs, adv_accs = time.perf_counter(), [], [], []
         for k in range(k0, spe):
             a, b = np.sort(plan.first[k]), np.sort(plan.second[k])
             # memory-mapped gathers are fastest on sorted indices; undo the sort afterwards
@@ -322,10 +462,13 @@ def fit(
             f, s = plan.first[k], plan.second[k]
             state, m = train_step(
                 clf, optimizer, state, norm, x1, x2, ex.lengths[f], ex.lengths[s],
-                ex.labels[f], ex.labels[s], ex.weight[f], ex.weight[s], plan.lam[k],
+                ex.labels[f], ex.labels[s], ex.weight[f], ex.weight[s], plan.lam[k], adv_key,
+                waveform=waveform, pgd=pgd, n_adv=n_adv,
             )  # fmt: skip
             losses.append(m["loss"])
             accs.append(m["acc"])
+            if "adv_acc" in m:
+                adv_accs.append(m["adv_acc"])
             step += 1
             bar.update(1)
             if (step % cfg.save_every == 0 or step == stop_after) and k < spe - 1:
@@ -339,6 +482,7 @@ def fit(
             "lr": lr_at_epoch(cfg, epoch),
             "loss": float(np.mean([float(v) for v in losses])) if losses else math.nan,
             "train_batch_acc": float(np.mean([float(v) for v in accs])) if accs else math.nan,
+            **({"train_adv_acc": float(np.mean([float(v) for v in adv_accs]))} if adv_accs else {}),
             "seconds": time.perf_counter() - t0,
         }
         if val_clips:

@@ -10,6 +10,7 @@ the same format as converted checkpoints) and ``jaxadv/demo/models/README.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,14 +20,32 @@ from pathlib import Path
 from jaxadv import cli
 from jaxadv import config as C
 
-# name -> (width, epochs): the demo's compact models. Widths keep the five together well under
-# 15 MB and make the experiments run in minutes on a 2-core CPU.
-DEMO_MODELS: dict[str, tuple[float, int]] = {
-    "vgg13": (0.125, 14),
-    "crnn": (0.125, 14),
-    "gcnn": (0.125, 14),
-    "dense_mel": (0.125, 14),
-    "dense_wav": (0.125, 14),
+
+@dataclasses.dataclass(frozen=True)
+class DemoModel:
+    """One demo model: its architecture and what it trains on (the rest is the demo recipe)."""
+
+    model: str  # registry architecture
+    width: float = 0.125
+    epochs: int = 14
+    frontend: str = "iqbal"
+    adv_snr_db: float | None = None  # PGD adversarial training at this budget (dB)
+    adv_steps: int = 5
+
+
+# The demo's compact models: the five attacked architectures, then the representation and
+# defence study's VGG13s (issue: input representations and defences): the same architecture on a
+# linear STFT, on a CQT, and adversarially trained on log-mel. Widths keep them together well
+# under 15 MB and make the experiments run in minutes on a 2-core CPU.
+DEMO_MODELS: dict[str, DemoModel] = {
+    "vgg13": DemoModel("vgg13"),
+    "crnn": DemoModel("crnn"),
+    "gcnn": DemoModel("gcnn"),
+    "dense_mel": DemoModel("dense_mel"),
+    "dense_wav": DemoModel("dense_wav"),
+    "vgg13_stft": DemoModel("vgg13", frontend="stft"),
+    "vgg13_cqt": DemoModel("vgg13", frontend="cqt"),
+    "vgg13_pgd": DemoModel("vgg13", adv_snr_db=40.0, adv_steps=3),
 }
 DEMO_BATCH = 64
 DEMO_SEED = 1000
@@ -87,10 +106,11 @@ def _run(args: argparse.Namespace) -> None:
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for name in names:
-        width, epochs = DEMO_MODELS[name]
+        dm = DEMO_MODELS[name]
         cfg = TrainConfig(
-            name, width=width, epochs=epochs, batch_size=DEMO_BATCH, val_fraction=0.1,
-            seed=DEMO_SEED, save_every=100,
+            dm.model, width=dm.width, epochs=dm.epochs, batch_size=DEMO_BATCH, val_fraction=0.1,
+            seed=DEMO_SEED, save_every=100, frontend=dm.frontend, adv_snr_db=dm.adv_snr_db,
+            adv_steps=dm.adv_steps,
         )  # fmt: skip
         try:
             report = fit(cfg, train, work / name, val_clips=val, test_clips=evals,
@@ -105,8 +125,12 @@ def _run(args: argparse.Namespace) -> None:
         shutil.copytree(work / name / "model", dst)
         size = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
         summary[name] = {
-            "width": width,
-            "epochs": epochs,
+            "model": dm.model,
+            "frontend": dm.frontend,
+            "adv_snr_db": dm.adv_snr_db,
+            "adv_steps": dm.adv_steps,
+            "width": dm.width,
+            "epochs": dm.epochs,
             "batch_size": DEMO_BATCH,
             "train_clips": len(train),
             "eval_accuracy": report["test_accuracy"],
@@ -116,10 +140,30 @@ def _run(args: argparse.Namespace) -> None:
             # summed per-epoch step time: correct across resumed runs (feature extraction and
             # evaluation excluded)
             "minutes": sum(h["seconds"] for h in report["history"]) / 60,
+            "commit": _commit(),
         }
         summary_path.write_text(json.dumps(summary, indent=1))
         print(f"{name}: eval accuracy {report['test_accuracy']:.4f}, {size / 1e6:.2f} MB")
     write_readme(out, summary)
+
+
+def _commit() -> str:
+    """The short commit of the checkout, or "" outside git."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        return ""
+
+
+def _trained_on(v: dict) -> str:
+    """The "training" column: the front-end and the defence of a demo model."""
+    fe = {"iqbal": "log-mel"}.get(v.get("frontend", "iqbal"), v.get("frontend", "iqbal"))
+    if v.get("model", "vgg13") in ("dense_mel", "dense_wav"):
+        fe = "its own (Kapre mel)" if v["model"] == "dense_mel" else "raw waveform"
+    adv = v.get("adv_snr_db")
+    return fe + (f", PGD L2 {adv:g} dB ({v.get('adv_steps', 5)} steps)" if adv is not None else "")
 
 
 def write_readme(out: Path, summary: dict) -> Path:
@@ -130,45 +174,48 @@ def write_readme(out: Path, summary: dict) -> Path:
 
     total = sum(v["bytes"] for v in summary.values())
     rows = "\n".join(
-        f"| {k} | {v['width']} | {v['epochs']} | {v['train_accuracy']:.4f} | "
-        f"{v['eval_accuracy']:.4f} | {v['eval_map3']:.4f} | {v['bytes'] / 1e6:.2f} | "
-        f"{v['minutes']:.1f} |"
+        f"| {k} | {v.get('model', k)} | {_trained_on(v)} | {v['width']} | {v['epochs']} | "
+        f"{v['train_accuracy']:.4f} | {v['eval_accuracy']:.4f} | {v['eval_map3']:.4f} | "
+        f"{v['bytes'] / 1e6:.2f} | {v['minutes']:.1f} | {v.get('commit', '')} |"
         for k, v in summary.items()
     )
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        commit = ""
     text = f"""# Demo models
 
-Five compact models, one per attacked architecture, trained by jaxadv on real instrument and
-effect audio rendered from the MIT FluidR3 soundfonts (26 FSDKaggle2018 labels; the models
-output all 41 classes). Load one with `jaxadv.checkpoint.load_checkpoint(jaxadv.demo.models_dir()
-/ "vgg13")`, the same loader as converted and trained checkpoints.
+Compact models trained by jaxadv on real instrument and effect audio rendered from the MIT FluidR3
+soundfonts (26 FSDKaggle2018 labels; the models output all 41 classes): one per attacked
+architecture, and three VGG13s of the study of input representations and defences
+(`python -m jaxadv.experiments.representations`): the same network on a linear-frequency STFT
+(`vgg13_stft`), on a constant-Q transform (`vgg13_cqt`), and adversarially trained on log-mel
+with PGD at a 40 dB SNR budget (`vgg13_pgd`). Load one with
+`jaxadv.checkpoint.load_checkpoint(jaxadv.demo.models_dir() / "vgg13")`, the same loader as
+converted and trained checkpoints; the experiments take the three VGG13 variants by name
+(`--models vgg13,vgg13_stft,vgg13_cqt,vgg13_pgd`).
 
-| model | width | epochs | train accuracy | eval accuracy | eval MAP@3 | MB | training minutes |
-|---|---|---|---|---|---|---|---|
+| name | architecture | trained on | width | epochs | train accuracy | eval accuracy | eval MAP@3 | MB | training minutes | commit |
+|---|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 Total size {total / 1e6:.2f} MB. *Eval* is the 156 committed clips of `jaxadv/demo/data` (6 per
 label, notes/velocities/durations never seen in training); *train accuracy* is on the rendered
 training clips (clip level); *training minutes* sums the epochs' step time (feature extraction
-and evaluation excluded) on the machine below, which also ran other jobs. Recipe: Iqbal et al.'s (Adam 5e-4 ×0.9 every 2 epochs, class-balanced
-mixup with alpha 1, standardisation fitted on the training chunks), with batch
-{DEMO_BATCH} instead of 128 and the epochs above instead of 40 (fewer examples: the batch-norm
-moving averages need enough steps), 10 % of the rendered clips held out for validation; Cochlear
-models train on 65536-sample waveform segments.
+and evaluation excluded) on the machine below, which also ran other jobs (the STFT model's 513
+frequency rows make it about 8x the log-mel model's cost). Recipe: Iqbal et al.'s (Adam 5e-4
+×0.9 every 2 epochs, class-balanced mixup with alpha 1, standardisation fitted on the training
+chunks), with batch {DEMO_BATCH} instead of 128 and the epochs above instead of 40 (fewer
+examples: the batch-norm moving averages need enough steps), 10 % of the rendered clips held out
+for validation; Cochlear models train on 65536-sample waveform segments, and so does the
+adversarially trained VGG13 (its log-mel computed in the step, mixup on the waveform, half of
+every batch replaced by PGD examples from a random start, the last of the steps above, step 0.5 ε,
+ε = ‖x‖·10^(−40/20)).
 
 Reproduce from scratch (renders {DEMO_PER_CLASS} clips per label with fluidsynth first):
 
 ```sh
-python -m jaxadv.train.demo            # all five; --models vgg13 for one
+python -m jaxadv.train.demo            # all of them; --models vgg13 for one
 ```
 
 Trained on: {cpu_model()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax
-{jax.__version__}{f", jaxadv commit {commit}" if commit else ""}.
+{jax.__version__}, at the jaxadv commit of each row.
 """
     path = out / "README.md"
     path.write_text(text)

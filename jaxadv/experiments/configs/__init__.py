@@ -19,12 +19,30 @@ from typing import Any, NamedTuple
 IQBAL_MODELS = ("vgg13", "crnn", "gcnn")
 ALL_MODELS = ("vgg13", "crnn", "gcnn", "dense_mel", "dense_wav")
 PRESETS = ("demo", "paper")
-EXPERIMENTS = ("untargeted", "targeted", "transfer", "compression", "robustness")
+EXPERIMENTS = (
+    "untargeted", "targeted", "transfer", "compression", "robustness", "representations",
+)  # fmt: skip
+
+
+def demo_variants() -> tuple[str, ...]:
+    """The demo models beyond the five architectures (``vgg13_stft``, ``vgg13_cqt``,
+    ``vgg13_pgd``: :data:`jaxadv.train.demo.DEMO_MODELS`), usable by name like the five."""
+    from jaxadv.train.demo import DEMO_MODELS
+
+    return tuple(n for n in DEMO_MODELS if n not in ALL_MODELS)
+
+
+def architecture(model: str) -> str:
+    """The registry architecture of a model name (a demo variant's, e.g. vgg13_stft → vgg13)."""
+    from jaxadv.train.demo import DEMO_MODELS
+
+    return DEMO_MODELS[model].model if model in DEMO_MODELS else model
 
 
 def family(model: str) -> str:
-    """``"iqbal"`` for vgg13/crnn/gcnn, ``"cochlear"`` for dense_mel/dense_wav."""
-    return "iqbal" if model in IQBAL_MODELS else "cochlear"
+    """``"iqbal"`` for vgg13/crnn/gcnn (and their demo variants), ``"cochlear"`` for
+    dense_mel/dense_wav."""
+    return "iqbal" if architecture(model) in IQBAL_MODELS else "cochlear"
 
 
 class Attack(NamedTuple):
