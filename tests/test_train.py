@@ -216,11 +216,16 @@ def test_demo_models_load_and_reach_their_stated_accuracy():
     from jaxadv.checkpoint import load_checkpoint
     from jaxadv.train._data import clip_predictions
 
+    from jaxadv.train.demo import DEMO_MODELS
+
     summary = json.loads((demo.models_dir() / "summary.json").read_text())
-    assert set(summary) == {"vgg13", "crnn", "gcnn", "dense_mel", "dense_wav"}
+    assert set(summary) == set(DEMO_MODELS)  # the five and the representation study's VGG13s
     total = 0
     for name, info in summary.items():
-        clf, params, meta = load_checkpoint(demo.models_dir() / name, expect=name)
+        clf, params, meta = load_checkpoint(demo.models_dir() / name, expect=info["model"])
+        # the checkpoint is what the registry says: its front-end and its training
+        assert meta["training"].get("frontend", "iqbal") == DEMO_MODELS[name].frontend
+        assert meta["training"].get("adv_snr_db") == DEMO_MODELS[name].adv_snr_db
         probs, labels = clip_predictions(clf, params, demo.eval_clips(), batch_size=52)
         acc = float(np.mean(probs.argmax(1) == labels))
         assert len(labels) == 156

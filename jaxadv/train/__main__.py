@@ -61,16 +61,46 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of each batch replaced by its adversarial examples")  # fmt: skip
     adv.add_argument("--adv-rel-stepsize", type=float, default=0.5,
                      help="PGD step as a fraction of the radius")  # fmt: skip
+    aug = p.add_argument_group(
+        "augmentation",
+        "random transforms of the (mixed) training waveforms, each applied with probability "
+        "--aug-prob; all off by default (jaxadv/train/README.md)",
+    )
+    aug.add_argument("--aug-prob", type=float, default=0.5, help="probability of each transform")
+    aug.add_argument("--aug-gain", type=float, default=0.0, metavar="DB",
+                     help="random gain in [-DB, +DB]")  # fmt: skip
+    aug.add_argument("--aug-noise-snr", type=_pair, default=None, metavar="LO,HI",
+                     help="additive noise at an SNR uniform in [LO, HI] dB")  # fmt: skip
+    aug.add_argument("--aug-noise-colours", default="white,pink,brown",
+                     help="noise colours drawn from (white, pink, brown)")  # fmt: skip
+    aug.add_argument("--aug-eq", type=float, default=0.0, metavar="DB",
+                     help="random smooth EQ of at most DB dB")  # fmt: skip
+    aug.add_argument("--aug-pitch", type=float, default=0.0, metavar="SEMITONES",
+                     help="resampling pitch/speed shift in [-S, +S] semitones")  # fmt: skip
+    aug.add_argument("--aug-shift", type=float, default=0.0, metavar="SECONDS",
+                     help="random delay of up to this many seconds")  # fmt: skip
+    aug.add_argument("--aug-reverb", type=_pair, default=None, metavar="LO,HI",
+                     help="reverb with a synthetic room response of RT60 in [LO, HI] s")  # fmt: skip
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--save-every", type=int, default=200, help="steps between saved states")
     p.add_argument("--no-progress", action="store_true")
     return cli.add_debug_flag(p)
 
 
+def _pair(text: str) -> tuple[float, float]:
+    """``LO,HI`` → two numbers (an argparse type: a bad value is one line)."""
+    try:
+        lo, hi = (float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers LO,HI, got {text!r}") from None
+    return lo, hi
+
+
 def _run(args: argparse.Namespace) -> None:
     from jaxadv import datasets as D
     from jaxadv import logs
     from jaxadv.train import TrainConfig, fit, split_train_val
+    from jaxadv.train.augment import Augment
 
     logs.setup()
     root = Path(args.data)
@@ -87,6 +117,13 @@ def _run(args: argparse.Namespace) -> None:
             frontend=args.frontend, adv_snr_db=args.adv_snr, adv_steps=args.adv_steps,
             adv_norm=args.adv_norm, adv_fraction=args.adv_fraction,
             adv_rel_stepsize=args.adv_rel_stepsize,
+            augment=Augment(
+                prob=args.aug_prob, gain_db=args.aug_gain, noise_snr_db=args.aug_noise_snr,
+                noise_colours=tuple(c.strip() for c in args.aug_noise_colours.split(",")
+                                    if c.strip()),
+                eq_db=args.aug_eq, pitch_semitones=args.aug_pitch, shift_s=args.aug_shift,
+                reverb_rt60_s=args.aug_reverb,
+            ),
         )  # fmt: skip
         train, val_clips = split_train_val(
             clips, val_fold=cfg.val_fold, val_fraction=cfg.val_fraction, seed=cfg.seed

@@ -32,6 +32,7 @@ from jaxadv.classifier import Classifier
 from jaxadv.datasets import Clip, Failure
 from jaxadv.frontend import standardise
 from jaxadv.train import _data as D
+from jaxadv.train.augment import Augment, augment_batch
 
 log = logging.getLogger("jaxadv.train")
 
@@ -64,6 +65,7 @@ class TrainConfig:
     adv_norm: str = "l2"  # "l2" or "linf" ball
     adv_fraction: float = 0.5  # share of each batch replaced by its adversarial examples
     adv_rel_stepsize: float = 0.5  # PGD step as a fraction of the radius (Madry: 2.5 / steps)
+    augment: Augment = Augment()  # waveform augmentation (jaxadv.train.augment); off by default
 
     def __post_init__(self) -> None:
         if self.adv_snr_db is None:
@@ -106,15 +108,29 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def waveform_examples(self) -> bool:
+        """The Iqbal models train on waveform segments (features computed in the step) when the
+        waveform is perturbed: adversarial training or augmentation."""
+        return self.adversarial or self.augment.active
+
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        """The default of every field that has one: what a run of an older jaxadv, whose saved
-        config lacks a newer field, trained with."""
+        """The default of every field that has one, as saved in ``train.json``: what a run of an
+        older jaxadv, whose saved config lacks a newer field, trained with."""
         return {
-            f.name: f.default
+            f.name: dataclasses.asdict(f.default)
+            if dataclasses.is_dataclass(f.default)
+            else f.default
             for f in dataclasses.fields(cls)
             if f.default is not dataclasses.MISSING
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config saved in ``train.json`` (or a checkpoint's ``training``) back."""
+        d = {**cls.defaults(), **d}
+        return cls(**{**d, "augment": Augment.from_dict(d["augment"])})
 
 
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
@@ -211,7 +227,7 @@ def adversarial_examples(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("clf", "optimizer", "waveform", "pgd", "n_adv"),
+    static_argnames=("clf", "optimizer", "waveform", "pgd", "n_adv", "augment"),
     donate_argnames=("state",),
 )
 def train_step(
@@ -229,10 +245,12 @@ def train_step(
     w2: Array,
     lam: Array,
     adv_key: Array | None = None,
+    aug_key: Array | None = None,
     *,
     waveform: bool = False,
     pgd: Any = None,
     n_adv: int = 0,
+    augment: Augment | None = None,
 ) -> tuple[dict[str, Any], dict[str, Array]]:
     """One mixup step on a batch of example pairs; returns the new state and metrics.
 
@@ -244,6 +262,10 @@ def train_step(
     waveforms (``waveform=True`` for the Iqbal models, whose features the step computes), and the
     first ``n_adv`` mixed examples of the batch are replaced by their PGD examples against the
     label with the larger mixing weight, from keys ``fold_in(adv_key, step)``.
+
+    Augmentation (``augment``, a :class:`jaxadv.train.augment.Augment`): the mixed waveforms go
+    through :func:`jaxadv.train.augment.augment_batch` (keys ``fold_in(aug_key, step)``) before
+    any PGD.
     """
     shape = (-1,) + (1,) * (x1.ndim - 1)
     x = lam.reshape(shape) * x1.astype(jnp.float32) + (1 - lam.reshape(shape)) * x2.astype(
@@ -254,6 +276,9 @@ def train_step(
     y = lam[:, None] * jax.nn.one_hot(y1, n_cls) + (1 - lam[:, None]) * jax.nn.one_hot(y2, n_cls)
     w = lam * w1 + (1 - lam) * w2
     metrics: dict[str, Array] = {}
+    if augment is not None and augment.active:
+        keys = jax.random.split(jax.random.fold_in(aug_key, state["step"]), x.shape[0])
+        x, lengths = augment_batch(x, lengths, keys, augment)
     if pgd is not None:
         variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
         hard = jnp.where(lam >= 0.5, y1, y2)
@@ -290,6 +315,11 @@ def train_step(
 # ---------------------------------------------------------------------------------------------
 # The fit loop
 # ---------------------------------------------------------------------------------------------
+
+
+def _as_json(d: dict[str, Any]) -> Any:
+    """``d`` as it reads back from JSON (tuples become lists), for comparing saved configs."""
+    return json.loads(json.dumps(d))
 
 
 def _manager(path: Path):
@@ -352,7 +382,7 @@ def fit(
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
         # a run of an older jaxadv lacks the newer fields: it trained with their defaults
-        if {**TrainConfig.defaults(), **old["config"]} != cfg.to_dict():
+        if _as_json({**TrainConfig.defaults(), **old["config"]}) != _as_json(cfg.to_dict()):
             raise ValueError(
                 f"{out} holds a training run with another configuration; resume it with the same "
                 "settings or choose another output folder"
@@ -371,7 +401,7 @@ def fit(
     failures: list[Failure] = []
     # adversarial training perturbs the waveform: the Iqbal models then train on waveform
     # segments (as the Cochlear models always do) and the step computes their features
-    waveform = clf.family == "iqbal" and cfg.adversarial
+    waveform = clf.family == "iqbal" and cfg.waveform_examples
     cache = out / "examples"
     if (cache / "labels.npy").exists():
         ex = D.load_examples(cache)
@@ -433,6 +463,8 @@ def fit(
         log.info("resuming %s from step %d (epoch %d)", out, step0, step0 // spe)
     pgd, n_adv = cfg.pgd(), cfg.adversarial_count()
     adv_key = jax.random.key(cfg.seed + 1) if pgd is not None else None
+    aug = cfg.augment if cfg.augment.active else None
+    aug_key = jax.random.key(cfg.seed + 2) if aug is not None else None
     print(f"training {cfg.model} (width {cfg.width}) on {jax.devices()[0].platform}: "
           f"{n_ex} examples, {spe} steps/epoch, {cfg.epochs} epochs"
           + (f", PGD {cfg.adv_norm} at {cfg.adv_snr_db:g} dB ({cfg.adv_steps} steps) on "
@@ -463,7 +495,7 @@ def fit(
             state, m = train_step(
                 clf, optimizer, state, norm, x1, x2, ex.lengths[f], ex.lengths[s],
                 ex.labels[f], ex.labels[s], ex.weight[f], ex.weight[s], plan.lam[k], adv_key,
-                waveform=waveform, pgd=pgd, n_adv=n_adv,
+                aug_key, waveform=waveform, pgd=pgd, n_adv=n_adv, augment=aug,
             )  # fmt: skip
             losses.append(m["loss"])
             accs.append(m["acc"])
