@@ -197,3 +197,28 @@ def _make_tiny(root):
             rows.append(f"{name},{label},1")
     (root / C.TRAIN_CSV).write_text("fname,label,manually_verified\n" + "\n".join(rows) + "\n")
     return root
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--aug-noise-snr", "30,10"],
+            "augment noise_snr_db must be finite (lo, hi) with lo <= hi",
+        ),
+        (["--aug-noise-snr", "loud"], "expected two numbers LO,HI"),
+        (["--aug-noise-colours", "white,blue"], "augment noise_colours must be among"),
+    ],
+)
+def test_train_command_rejects_bad_augmentation_flags_in_one_line(tmp_path, capsys, flags, message):
+    from jaxadv.train.__main__ import main
+
+    root = _make_tiny(tmp_path / "fsd")
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "vgg13", "--data", str(root), "--out", str(tmp_path / "r"), *flags])
+    assert e.value.code == 2
+    text = capsys.readouterr().err
+    err = text.strip().splitlines()
+    # a bad value is one error line (argparse's own errors follow its usage lines), no traceback
+    assert message in err[-1] and "Traceback" not in text, err
+    assert not (tmp_path / "r").exists()

@@ -25,8 +25,10 @@ from jaxadv.train._loop import (
     table1_markdown,
     train_step,
 )
+from jaxadv.train.augment import Augment
 
 __all__ = [
+    "Augment",
     "EpochPlan",
     "Examples",
     "TrainConfig",
