@@ -175,7 +175,7 @@ def test_the_certify_command_on_a_wrapped_model(tmp_path, capfd):
             "--out", str(out), "--noise-dbfs=-40,-20", "--n", "200", "--n0", "50",
             "--per-step", "50", "--no-progress"]  # fmt: skip
     E.main(argv)
-    got = read_rows(out / E.FILE, E._schema())
+    got = read_rows(out / E.FILE, E.schema())
     assert len(got) == 4 and {r["model"] for r in got} == {"band"}
     for r in got:
         # a pure tone far from the band boundary: every draw agrees, p_A = alpha^(1/n)
