@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> None:
     from jaxadv import datasets as D
     from jaxadv import demo, logs
+    from jaxadv.machine import cpu_model
     from jaxadv.train import TrainConfig, fit, split_train_val
 
     logs.setup()
@@ -141,6 +143,7 @@ def _run(args: argparse.Namespace) -> None:
             # evaluation excluded)
             "minutes": sum(h["seconds"] for h in report["history"]) / 60,
             "commit": _commit(),
+            "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         }
         summary_path.write_text(json.dumps(summary, indent=1))
         print(f"{name}: eval accuracy {report['test_accuracy']:.4f}, {size / 1e6:.2f} MB")
@@ -170,9 +173,11 @@ def write_readme(out: Path, summary: dict) -> Path:
     """``README.md`` of the demo models: widths, sizes, accuracies, the command, the machine."""
     import jax
 
-    from jaxadv.machine import cpu_model
-
     total = sum(v["bytes"] for v in summary.values())
+    by_machine: dict[str, list[str]] = {}
+    for k, v in summary.items():
+        by_machine.setdefault(v.get("machine", "unrecorded"), []).append(k)
+    machines = "; ".join(f"{', '.join(ks)} on {m}" for m, ks in by_machine.items())
     rows = "\n".join(
         f"| {k} | {v.get('model', k)} | {_trained_on(v)} | {v['width']} | {v['epochs']} | "
         f"{v['train_accuracy']:.4f} | {v['eval_accuracy']:.4f} | {v['eval_map3']:.4f} | "
@@ -214,8 +219,8 @@ Reproduce from scratch (renders {DEMO_PER_CLASS} clips per label with fluidsynth
 python -m jaxadv.train.demo            # all of them; --models vgg13 for one
 ```
 
-Trained on: {cpu_model()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax
-{jax.__version__}, at the jaxadv commit of each row.
+Trained on CPUs, jax {jax.__version__}: {machines}. *Commit* is the jaxadv commit whose training
+code trained the model.
 """
     path = out / "README.md"
     path.write_text(text)
