@@ -215,7 +215,6 @@ def test_demo_models_load_and_reach_their_stated_accuracy():
     from jaxadv import demo
     from jaxadv.checkpoint import load_checkpoint
     from jaxadv.train._data import clip_predictions
-
     from jaxadv.train.demo import DEMO_MODELS
 
     summary = json.loads((demo.models_dir() / "summary.json").read_text())
