@@ -114,8 +114,11 @@ def _base_attacks(
     return attacks
 
 
-def parser(experiment: str, description: str) -> argparse.ArgumentParser:
-    """The flags every experiment command takes."""
+def parser(
+    experiment: str, description: str, default_models: Sequence[str] | None = None
+) -> argparse.ArgumentParser:
+    """The flags every experiment command takes (``default_models``: the command's own default
+    for ``--models``, named in its help; the command applies it)."""
     p = argparse.ArgumentParser(
         prog=f"python -m jaxadv.experiments.{experiment}",
         description=description,
@@ -137,7 +140,8 @@ def parser(experiment: str, description: str) -> argparse.ArgumentParser:
         "--models",
         default=None,
         help="comma-separated models to attack: registry names and --model-fn names (default: "
-        f"{','.join(ALL_MODELS)}, or the --model-fn models when there are some)",
+        f"{','.join(default_models or ALL_MODELS)}, or the --model-fn models when there are "
+        "some)",
     )
     p.add_argument(
         "--model-fn",

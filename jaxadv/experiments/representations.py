@@ -283,11 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command's flags (``--help``)."""
     from jaxadv.experiments.robustness import parse_budgets
 
-    p = flags.parser("representations", __doc__.split("\n\n")[0])
-    p.set_defaults(models=None)
-    for action in p._actions:  # the study's own default models
-        if action.dest == "models":
-            action.help = f"comma-separated models (default: {','.join(P.MODELS)})"
+    p = flags.parser("representations", __doc__.split("\n\n")[0], default_models=P.MODELS)
     p.add_argument(
         "--budgets", type=parse_budgets, default=None, metavar="DB,DB,...",
         help="SNR budgets in dB of FGSM and PGD (default: the preset's, demo 20,40,60,80; "
