@@ -162,12 +162,12 @@ def figure(
     run: runner.Run,
     rows: Sequence[dict],
     cert_rows: Sequence[dict],
-    trows: Sequence[dict],
+    transfer_table: tables.Table,
     budgets: Sequence[float],
     path: Path,
 ) -> Path:
     """Three panels: PGD robust accuracy against the budget, certified accuracy against SNR
-    (one line per model), and the PGD transfer matrix."""
+    (one line per model), and ``transfer_table`` (a :func:`transfer_tables` matrix)."""
     from jaxadv.experiments.configs.robustness import budget_name
     from jaxadv.experiments.figures import _plt
     from jaxadv.experiments.models import correct_clips
@@ -194,9 +194,9 @@ def figure(
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    a = transfer_attacks()[0]
-    t = tables.table5([r for r in trows if r["attack"] == a], names)
-    mat = np.array([[np.nan if v == "NA" else float(v) for v in row[1:]] for row in t.rows])
+    mat = np.array(
+        [[np.nan if v == "NA" else float(v) for v in row[1:]] for row in transfer_table.rows]
+    )
     im = axes[2].imshow(mat, vmin=0, vmax=100, cmap="viridis")
     for (i, j), v in np.ndenumerate(mat):
         if np.isfinite(v):
@@ -206,7 +206,7 @@ def figure(
     axes[2].set_yticks(range(len(names)), names, fontsize=8)
     axes[2].set_xlabel("examples made for")
     axes[2].set_ylabel("applied to")
-    axes[2].set_title(f"{a} transfer (% fooled)", fontsize=10)
+    axes[2].set_title(f"{transfer_attacks()[0]} transfer (% fooled)", fontsize=10)
     fig.colorbar(im, ax=axes[2], fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -270,23 +270,21 @@ def run(args: argparse.Namespace) -> runner.Run:
     }
     for stem, t in all_tables.items():
         t.write(r.out, stem)
-    figure(r, rows, cert_rows, trows, budgets, r.out / "figure_representations.png")
+    pgd_transfer = all_tables[f"transfer_{transfer_attacks()[0]}"]
+    figure(r, rows, cert_rows, pgd_transfer, budgets, r.out / "figure_representations.png")
     runner.write_report(r, rows, all_tables)
-    runner.print_outputs(
-        r, [all_tables["representations"], all_tables[f"transfer_{transfer_attacks()[0]}"]]
-    )
+    runner.print_outputs(r, [all_tables["representations"], pgd_transfer])
     return r
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's flags (``--help``)."""
-    from jaxadv.experiments.robustness import parse_budgets
+    from jaxadv.experiments.robustness import add_budgets_flag
 
     p = flags.parser("representations", __doc__.split("\n\n")[0], default_models=P.MODELS)
-    p.add_argument(
-        "--budgets", type=parse_budgets, default=None, metavar="DB,DB,...",
-        help="SNR budgets in dB of FGSM and PGD (default: the preset's, demo 20,40,60,80; "
-        f"{P.TRANSFER_BUDGET:g} must be among them for the PGD transfer matrix)",
+    add_budgets_flag(
+        p, f"the preset's, demo 20,40,60,80; {P.TRANSFER_BUDGET:g} must be among them for the "
+        "PGD transfer matrix"
     )  # fmt: skip
     K.add_smoothing_flags(p, n=100)
     return p

@@ -136,11 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the minimal-norm curves (DeepFool, C&W, DDN) of an untargeted run folder "
         "(same data flags; only read)",
     )  # fmt: skip
+    add_budgets_flag(p, "the preset's, demo 20,40,60,80,100")
+    return p
+
+
+def add_budgets_flag(p: argparse.ArgumentParser, default: str) -> None:
+    """``--budgets DB,DB,...`` (:func:`parse_budgets`), the SNR budgets of the budgeted attacks
+    (applied by :func:`jaxadv.experiments.flags.attack_configs`); ``default`` describes the
+    command's default in the help."""
     p.add_argument(
         "--budgets", type=parse_budgets, default=None, metavar="DB,DB,...",
-        help="SNR budgets in dB (default: the preset's, demo 20,40,60,80,100)",
+        help=f"SNR budgets in dB (default: {default})",
     )  # fmt: skip
-    return p
 
 
 def parse_budgets(text: str) -> tuple[float, ...]:

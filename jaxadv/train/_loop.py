@@ -210,15 +210,17 @@ def adversarial_examples(
     from jaxadv.classifier import ModelOutput
 
     def fn(params: Any, xw: Array, n: Array) -> ModelOutput:
-        logp, _ = _log_probs(clf, params, _model_inputs(clf, norm, xw, n, True), n)
+        model, nrm = params  # passed in like every classifier function's params
+        logp, _ = _log_probs(clf, model, _model_inputs(clf, nrm, xw, n, True), n)
         return ModelOutput(logp[:, None, :], jnp.ones((xw.shape[0], 1), bool), jnp.exp(logp))
 
+    params = (variables, norm)
     alg = PGD(pgd)
     problem = alg.prepare(engine.Problem(x, lengths, labels, None, keys))
-    st = alg.init(fn, variables, problem)
+    st = alg.init(fn, params, problem)
 
     def body(_: Array, st: Any) -> Any:
-        e = alg.evaluate(fn, variables, problem, alg.query(st))
+        e = alg.evaluate(fn, params, problem, alg.query(st))
         return alg.step(problem, st, e, jnp.ones(x.shape[:1], bool))
 
     st = jax.lax.fori_loop(0, pgd.steps, body, st)
