@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import shutil
@@ -260,20 +261,129 @@ def test_finish_downmixes_fades_normalises_and_rejects_silence():
 # ---------------------------------------------------------------------------------------------
 
 
-def _missing_render_tools() -> list[str]:
+def _missing_render_tools(banks=(R.DEFAULT_BANK,)) -> list[str]:
     """The Debian packages rendering needs that this machine lacks (.ci/run installs them all)."""
     missing = [] if shutil.which("fluidsynth") else ["fluidsynth"]
-    missing += [R.FONT_PACKAGES[f] for f, p in R.FONT_PATHS.items() if not p.is_file()]
-    return missing
+    for b in map(R.get_bank, banks):
+        missing += [b.packages[f] for f, p in b.fonts.items() if not p.is_file()]
+    return sorted(set(missing))
+
+
+def _need_render_tools(banks=(R.DEFAULT_BANK,)) -> None:
+    missing = _missing_render_tools(banks)
+    if missing and os.environ.get("CI") != "true":  # CI installs them: there a skip hides a gap
+        pytest.skip(f"rendering needs the Debian packages {' '.join(missing)} (apt-get install)")
+
+
+def test_every_bank_holds_the_presets_its_sources_ask_for():
+    """fluidsynth silently plays another preset for a missing one (MuseScore General has no GS
+    effects: its 'Dog' would be bank 0's program 123, a bird), so each bank's sources are read
+    from its font's preset headers; .ci/run installs every bank's package."""
+    _need_render_tools(R.BANKS)
+    for name, bank in R.BANKS.items():
+        R.check_presets(bank, R.COVERED_LABELS)
+        assert set(R.bank_labels(bank)) <= set(R.COVERED_LABELS)
+        presets = {f: R.font_presets(p) for f, p in bank.fonts.items()}
+        assert all(k in presets["GM"] for k in [(128, kit) for kit in bank.kits]), name
+    gs_only = {"Bark", "Laughter", "Knock", "Fireworks"}
+    assert set(R.bank_labels("fluidr3")) == set(R.COVERED_LABELS)
+    assert set(R.bank_labels("csound")) == set(R.COVERED_LABELS)
+    for name in ("musescore", "timgm6mb", "opl3"):
+        assert set(R.bank_labels(name)) == set(R.COVERED_LABELS) - gs_only, name
+    # a bank that claims GS effects from a font without them is refused, naming the preset
+    fake = dataclasses.replace(
+        R.BANKS["musescore"], name="fake", fonts={**R.BANKS["musescore"].fonts,
+                                                  "GS": R.BANKS["musescore"].fonts["GM"]},
+    )  # fmt: skip
+    with pytest.raises(R.RenderError, match=r"bank fake: GS Dog \(bank 1, program 123\) of Bark"):
+        R.check_presets(fake, ["Bark"])
+    # the only training banks are permissively licensed; the test-only banks are not trained on
+    assert all(R.BANKS[b].train for b in R.TRAIN_BANKS)
+    assert not any(R.BANKS[b].train for b in R.HELDOUT_BANKS)
+    assert not set(R.TRAIN_BANKS) & set(R.HELDOUT_BANKS)
+
+
+def test_font_presets_reads_a_small_riff_file(tmp_path):
+    """A hand-made SF2 skeleton: INFO, an odd-sized sdta without a pad byte, pdta/phdr."""
+    import struct
+
+    def chunk(cid: bytes, data: bytes) -> bytes:
+        return cid + struct.pack("<I", len(data)) + data
+
+    def phdr(name: bytes, program: int, bank: int) -> bytes:
+        return name.ljust(20, b"\0") + struct.pack("<HHHIII", program, bank, 0, 0, 0, 0)
+
+    recs = phdr(b"Piano", 0, 0) + phdr(b"Dog", 123, 1) + phdr(b"Standard", 0, 128)
+    pdta = b"pdta" + chunk(b"pbag", b"\0" * 4) + chunk(b"phdr", recs + phdr(b"EOP", 0, 0))
+    body = (
+        b"sfbk"
+        + chunk(b"LIST", b"INFO" + chunk(b"ifil", b"\2\0\1\0"))
+        + chunk(b"LIST", b"sdta" + chunk(b"smpl", b"\1\2\3"))
+        + chunk(b"LIST", pdta)
+    )
+    path = tmp_path / "tiny.sf2"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert R.font_presets(path) == {(0, 0), (1, 123), (128, 0)}
+    (tmp_path / "junk.sf2").write_bytes(b"not a soundfont")
+    with pytest.raises(R.RenderError, match="junk.sf2' is not an SF2/SF3 soundfont"):
+        R.font_presets(tmp_path / "junk.sf2")
+
+
+def test_bank_grids_are_disjoint_across_splits_and_banks():
+    for label in ("Cello", "Snare_drum", "Bark"):
+        specs = {}
+        for name in R.BANKS:
+            if not R.get_bank(name).covers(label):
+                continue
+            ev, tr = R.grid(label, "eval", name), R.grid(label, "train", name)
+            assert {s.bank for s in ev + tr} == {name}
+            assert not {s.combo for s in ev} & {s.combo for s in tr}, (label, name)
+            specs[name] = tr
+        # the same MIDI from two banks is two clips with two names
+        names = [{s.fname(".wav") for s in tr} for tr in specs.values()]
+        assert sum(map(len, names)) == len(set().union(*names)), label
+    # the default bank keeps its seeds, so the committed clips stay what they were
+    assert R.train_candidates("Cello") == R.train_candidates("Cello", "fluidr3")
+    assert R.eval_candidates("Cello")[0].bank == "fluidr3"
+    assert R.train_candidates("Cello", "csound")[0].bank == "csound"
+    opl3_kits = {s.source.program for s in R.grid("Snare_drum", "eval", "opl3")}
+    assert opl3_kits == {0}  # the FM bank has one drum kit
+    with pytest.raises(ValueError, match="unknown sound bank 'nope'"):
+        R.grid("Cello", "eval", "nope")
+
+
+def test_render_train_clips_from_several_banks(tmp_path):
+    banks = ("fluidr3", "musescore", "csound")
+    _need_render_tools(banks)
+    out = tmp_path / "train"
+    rows = R.render_split("train", out, per_class=1, labels=["Cello", "Bark"], banks=banks)
+    # Bark: no GS effects in MuseScore General, so two banks; Cello: all three
+    assert [(s.label, s.bank) for s, _ in rows] == [
+        ("Cello", "fluidr3"), ("Cello", "musescore"), ("Cello", "csound"),
+        ("Bark", "fluidr3"), ("Bark", "csound"),
+    ]  # fmt: skip
+    clips = datasets.read_train(out, check_files=True)
+    assert [c.fname for c in clips] == [f for _, f in rows]
+    xs = [audio.load_audio(c.path) for c in clips]
+    for (spec, _), x in zip(rows, xs, strict=True):
+        assert spec == R.train_candidates(spec.label, spec.bank)[0]
+        assert x.shape == (spec.n_samples,)
+        assert abs(np.max(np.abs(x)) - R.PEAK_LEVEL) <= 1 / 32768
+    # the same MIDI clip from another bank is another recording: uncorrelated samples
+    spec = rows[0][0]
+    a, b = R.render_clip(spec), R.render_clip(dataclasses.replace(spec, bank="csound"))
+    assert abs(float(a @ b) / float(np.linalg.norm(a) * np.linalg.norm(b))) < 0.5
+    params = R.read_params(out / "render_train.csv")
+    assert [p["sound_bank"] for p in params] == [s.bank for s, _ in rows]
+    with pytest.raises(ValueError, match="'Bark' is not covered by the banks musescore"):
+        R.render_split("train", tmp_path / "x", per_class=1, labels=["Bark"], banks=["musescore"])
+    with pytest.raises(ValueError, match="banks must be distinct"):
+        R.render_split("train", tmp_path / "x", per_class=1, banks=["csound", "csound"])
 
 
 def test_render_train_clips(tmp_path):
     """Render two train clips with fluidsynth and the FluidR3 soundfonts (both needed in CI)."""
-    missing = _missing_render_tools()
-    if (
-        missing and os.environ.get("CI") != "true"
-    ):  # CI installs them: there a skip would hide a gap
-        pytest.skip(f"rendering needs the Debian packages {' '.join(missing)} (apt-get install)")
+    _need_render_tools()
     out = tmp_path / "train"
     rows = R.render_split("train", out, per_class=1, labels=["Cello", "Bark"])
     clips = datasets.read_train(out, check_files=True)

@@ -4,6 +4,7 @@ exact resumption, and the committed demo models' accuracy."""
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ from jaxadv.train import (
     split_train_val,
     train_step,
 )
+from jaxadv.train.augment import Augment
 
 LABELS3 = ("Cello", "Oboe", "Snare_drum")
 
@@ -225,6 +227,9 @@ def test_demo_models_load_and_reach_their_stated_accuracy():
         # the checkpoint is what the registry says: its front-end and its training
         assert meta["training"].get("frontend", "iqbal") == DEMO_MODELS[name].frontend
         assert meta["training"].get("adv_snr_db") == DEMO_MODELS[name].adv_snr_db
+        aug = meta["training"].get("augment")  # absent: trained before augmentation existed
+        assert (Augment.from_dict(aug) if aug else Augment()) == DEMO_MODELS[name].augment, name
+        assert info.get("banks", ["fluidr3"]) == list(DEMO_MODELS[name].banks), name
         probs, labels = clip_predictions(clf, params, demo.eval_clips(), batch_size=52)
         acc = float(np.mean(probs.argmax(1) == labels))
         assert len(labels) == 156
@@ -232,6 +237,31 @@ def test_demo_models_load_and_reach_their_stated_accuracy():
         assert acc == pytest.approx(info["eval_accuracy"], abs=1e-6), name
         total += sum(f.stat().st_size for f in (demo.models_dir() / name).rglob("*") if f.is_file())
     assert total <= 15e6
+
+
+def test_demo_models_held_out_accuracy_is_what_their_readme_states(tmp_path):
+    """The held-out sound banks (never trained on, never committed) rendered here, then every
+    demo model's accuracy on them, against summary.json (CI installs the banks' packages)."""
+    import shutil
+
+    from jaxadv import demo
+    from jaxadv.demo import render
+    from jaxadv.train import demo as TD
+
+    missing = [] if shutil.which("fluidsynth") else ["fluidsynth"]
+    for b in map(render.get_bank, render.HELDOUT_BANKS):
+        missing += [b.packages[f] for f, p in b.fonts.items() if not p.is_file()]
+    if missing and os.environ.get("CI") != "true":
+        pytest.skip(f"rendering needs the Debian packages {' '.join(missing)} (apt-get install)")
+    summary = json.loads((demo.models_dir() / "summary.json").read_text())
+    sets = {b: TD.heldout_clips(tmp_path, b) for b in render.HELDOUT_BANKS}
+    assert {b: len(c) for b, c in sets.items()} == {"opl3": 176, "timgm6mb": 176}
+    for name, info in summary.items():
+        got = TD.heldout_accuracy(demo.models_dir() / name, sets)
+        for b in render.HELDOUT_BANKS:
+            assert got[b]["accuracy"] == pytest.approx(info["heldout"][b]["accuracy"], abs=1e-6)
+    readme = (demo.models_dir() / "README.md").read_text()
+    assert "held-out opl3" in readme and "held-out timgm6mb" in readme
 
 
 def test_fit_on_the_stft_front_end(tiny_dataset, tmp_path):

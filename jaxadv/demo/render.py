@@ -61,12 +61,100 @@ from jaxadv import config as C
 
 log = logging.getLogger(__name__)
 
-# --- soundfonts (Debian packages fluid-soundfont-gm / fluid-soundfont-gs, MIT) --------------------
-FONT_PATHS: dict[str, Path] = {
-    "GM": Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"),
-    "GS": Path("/usr/share/sounds/sf2/FluidR3_GS.sf2"),
+
+# --- sound banks: a name for a set of soundfonts (Debian packages) ------------------------------
+@dataclasses.dataclass(frozen=True)
+class Bank:
+    """A sound bank: the soundfont files a clip's source roles resolve to, and what they may do.
+
+    Attributes:
+      name: the bank's name (``--banks``).
+      fonts: source role (``"GM"`` bank-0 presets and drum kits, ``"GS"`` Roland GS effects) ->
+        soundfont file; a bank without a ``"GS"`` font does not cover the GS-only labels.
+      packages: role -> the Debian package that installs the file.
+      licence: the licence of the audio it renders (the CSV ``license`` column).
+      kits: the GM drum kits (bank 128 programs) it holds; the others are skipped.
+      train: True when the licence lets models trained on it ship under the project's MIT licence
+        (MIT, CC0, public domain); False: test data only, never committed or trained on.
+    """
+
+    name: str
+    fonts: dict[str, Path]
+    packages: dict[str, str]
+    licence: str
+    kits: tuple[int, ...]
+    train: bool
+
+    def covers(self, label: str) -> bool:
+        return bool(bank_sources(self, label))
+
+
+_SF2, _SF3 = Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3")
+_GM_KITS = (0, 8, 16, 24, 25, 32, 40)  # Standard, Room, Power, Electronic, TR-808, Jazz, Brush
+BANKS: dict[str, Bank] = {
+    "fluidr3": Bank(
+        "fluidr3",
+        {"GM": _SF2 / "FluidR3_GM.sf2", "GS": _SF2 / "FluidR3_GS.sf2"},
+        {"GM": "fluid-soundfont-gm", "GS": "fluid-soundfont-gs"},
+        "MIT (FluidR3 soundfont by Frank Wen)",
+        _GM_KITS,
+        True,
+    ),
+    # FluidR3 Mono, MuseScore Drumline (CC0) and public-domain piano samples: many of its presets
+    # are FluidR3's samples (other loops, filters and envelopes), some are new recordings.
+    "musescore": Bank(
+        "musescore",
+        {"GM": _SF3 / "MuseScore_General_Lite.sf3"},
+        {"GM": "musescore-general-soundfont-small"},
+        "MIT (MuseScore_General by S. Christian Collins; parts CC0 and public domain)",
+        _GM_KITS,
+        True,
+    ),
+    # csound's small GM + GS bank (public domain): recordings other than FluidR3's, but it shares
+    # many samples with TimGM6mb (measured: waveform correlation ~1.0 on violin, clarinet, snare,
+    # bass drum), so a model trained on it is not tested on TimGM6mb alone (see jaxadv/demo/data).
+    "csound": Bank(
+        "csound",
+        {"GM": _SF2 / "sf_GMbank.sf2", "GS": _SF2 / "sf_GMbank.sf2"},
+        {"GM": "csound-soundfont", "GS": "csound-soundfont"},
+        "public domain (csound sf_GMbank.sf2)",
+        _GM_KITS,
+        True,
+    ),
+    # Test-only banks (GPL / CC-BY-SA: never trained on, never committed; rendered on demand).
+    "timgm6mb": Bank(
+        "timgm6mb",
+        {"GM": _SF2 / "TimGM6mb.sf2"},
+        {"GM": "timgm6mb-soundfont"},
+        "GPL-2 (TimGM6mb by Tim Brechbill): test data only",
+        _GM_KITS,
+        False,
+    ),
+    # FM synthesis (an OPL3 chip's sounds), no samples at all: the most foreign source here.
+    "opl3": Bank(
+        "opl3",
+        {"GM": _SF2 / "OPL-3_FM_128M.sf2"},
+        {"GM": "opl3-soundfont"},
+        "CC-BY-SA-4.0 (OPL-3 FM 128M by Zandro Reveille): test data only",
+        (0,),
+        False,
+    ),
 }
-FONT_PACKAGES: dict[str, str] = {"GM": "fluid-soundfont-gm", "GS": "fluid-soundfont-gs"}
+DEFAULT_BANK: str = "fluidr3"  # the committed eval clips and the original training data
+TRAIN_BANKS: tuple[str, ...] = ("fluidr3", "musescore", "csound")  # the demo models' training data
+HELDOUT_BANKS: tuple[str, ...] = ("opl3", "timgm6mb")  # the generalisation test (jaxadv.train.demo)
+# the fluidr3 bank's fonts, kept under their old names for the --gm-font/--gs-font overrides
+FONT_PATHS: dict[str, Path] = BANKS[DEFAULT_BANK].fonts
+FONT_PACKAGES: dict[str, str] = BANKS[DEFAULT_BANK].packages
+
+
+def get_bank(bank: str | Bank) -> Bank:
+    if isinstance(bank, Bank):
+        return bank
+    if bank not in BANKS:
+        raise ValueError(f"unknown sound bank {bank!r}; choose from {sorted(BANKS)}")
+    return BANKS[bank]
+
 
 # --- rendering ----------------------------------------------------------------------------------
 RENDER_RATE: int = C.SAMPLE_RATE  # fluidsynth renders directly at 32 kHz
@@ -83,7 +171,7 @@ DRUM_CHANNEL: int = 9  # MIDI channel 10
 MELODIC_CHANNEL: int = 0
 USAGE: str = "Private"  # test-CSV usage column of the eval clips
 FREESOUND_ID: str = "0"  # no Freesound id
-LICENSE: str = "MIT (FluidR3 soundfont by Frank Wen)"
+LICENSE: str = BANKS[DEFAULT_BANK].licence
 
 # --- the split rules (see the module docstring) ---------------------------------------------------
 SPLITS: tuple[str, ...] = ("eval", "train")
@@ -148,7 +236,7 @@ def _gm(name: str, gm_program: int, lo: int, hi: int, hits: tuple[int, ...] = (1
 
 
 _FX_KEYS = (54, 66)  # effects are pitched by +/-6 semitones around their root key (60)
-# GM drum kits in FluidR3_GM bank 128 (the Orchestra kit maps timpani onto 41-53, so it is left out).
+# GM drum kits (bank 128; the Orchestra kit maps timpani onto 41-53, so it is left out).
 DRUM_KITS: tuple[tuple[int, str], ...] = (
     (0, "Standard"),
     (8, "Room"),
@@ -225,12 +313,14 @@ class RenderSpec:
     bend: int
     hits: int
     duration_ms: int
+    bank: str = DEFAULT_BANK
 
     @property
     def combo(self) -> tuple:
         """The identity of a clip's sound, compared across splits."""
         s = self.source
         return (
+            *(() if self.bank == DEFAULT_BANK else (self.bank,)),
             s.font,
             s.bank,
             s.program,
@@ -340,14 +430,30 @@ def clip_midi(spec: RenderSpec) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
-def grid(label: str, split: str) -> list[RenderSpec]:
-    """Every clip ``split`` may render for ``label``, in a fixed nested order."""
+def bank_sources(bank: str | Bank, label: str) -> tuple[Source, ...]:
+    """The sources of ``label`` a bank can play: its font roles, and of drum kits those it holds."""
+    b = get_bank(bank)
+    return tuple(
+        s
+        for s in SOURCES.get(label, ())
+        if s.font in b.fonts and (not s.drum or s.program in b.kits)
+    )
+
+
+def bank_labels(bank: str | Bank) -> tuple[str, ...]:
+    """The covered labels a bank renders (banks without GS effects lack the 4 GS-only labels)."""
+    return tuple(lab for lab in COVERED_LABELS if bank_sources(bank, lab))
+
+
+def grid(label: str, split: str, bank: str | Bank = DEFAULT_BANK) -> list[RenderSpec]:
+    """Every clip ``split`` may render for ``label`` from ``bank``, in a fixed nested order."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     if label not in SOURCES:
         raise ValueError(f"label {label!r} is not covered by the soundfonts; see COVERED_LABELS")
+    b = get_bank(bank)
     out = []
-    for src in SOURCES[label]:
+    for src in bank_sources(b, label):
         if src.drum:
             notes, bends = src.notes, DRUM_BENDS[split]
         else:
@@ -356,18 +462,25 @@ def grid(label: str, split: str) -> list[RenderSpec]:
         for note, vel, bend, hits, dur in itertools.product(
             notes, VELOCITIES[split], bends, src.hits, DURATIONS_MS[split]
         ):
-            out.append(RenderSpec(split, label, src, note, vel, bend, hits, dur))
+            out.append(RenderSpec(split, label, src, note, vel, bend, hits, dur, b.name))
     return out
 
 
-def eval_candidates(label: str, n: int = EVAL_CANDIDATES) -> list[RenderSpec]:
+def _seed(split: str, label: str, bank: str) -> str:
+    # the default bank keeps its original seeds, so its clips stay the committed ones
+    return f"{split}:{label}" if bank == DEFAULT_BANK else f"{split}:{bank}:{label}"
+
+
+def eval_candidates(
+    label: str, n: int = EVAL_CANDIDATES, bank: str | Bank = DEFAULT_BANK
+) -> list[RenderSpec]:
     """The eval clips of ``label`` in the order they are tried (the first 6 unless one is silent).
 
     A seeded shuffle of the eval grid, then a greedy pick: each next spec is the first one that
     brings the most field values (source, note, velocity, bend, hits, duration) not used yet.
     """
-    pool = grid(label, "eval")
-    random.Random(f"eval:{label}").shuffle(pool)
+    pool = grid(label, "eval", bank)
+    random.Random(_seed("eval", label, get_bank(bank).name)).shuffle(pool)
     fields = ("source", "note", "velocity", "bend", "hits", "duration_ms")
     used: dict[str, set] = {f: set() for f in fields}
     out: list[RenderSpec] = []
@@ -383,15 +496,17 @@ def eval_candidates(label: str, n: int = EVAL_CANDIDATES) -> list[RenderSpec]:
     return out
 
 
-def train_candidates(label: str) -> list[RenderSpec]:
+def train_candidates(label: str, bank: str | Bank = DEFAULT_BANK) -> list[RenderSpec]:
     """The train grid of ``label`` in a seeded shuffled order (the first ``per_class`` are used)."""
-    pool = grid(label, "train")
-    random.Random(f"train:{label}").shuffle(pool)
+    pool = grid(label, "train", bank)
+    random.Random(_seed("train", label, get_bank(bank).name)).shuffle(pool)
     return pool
 
 
-def candidates(label: str, split: str) -> list[RenderSpec]:
-    return eval_candidates(label) if split == "eval" else train_candidates(label)
+def candidates(label: str, split: str, bank: str | Bank = DEFAULT_BANK) -> list[RenderSpec]:
+    if split == "eval":
+        return eval_candidates(label, bank=bank)
+    return train_candidates(label, bank)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,14 +522,63 @@ class SilentRender(RenderError):
     """A render was silent or almost empty (rejected; the next candidate is tried)."""
 
 
-def find_font(font: str, fonts: dict[str, Path] | None = None) -> Path:
-    path = Path((fonts or FONT_PATHS)[font])
+def find_font(
+    font: str, fonts: dict[str, Path] | None = None, bank: str | Bank = DEFAULT_BANK
+) -> Path:
+    """The file of source role ``font`` in ``bank`` (``fonts`` overrides the bank's paths)."""
+    b = get_bank(bank)
+    path = Path({**b.fonts, **(fonts or {})}[font])
     if not path.is_file():
+        hint = " or pass --gm-font/--gs-font" if b.name == DEFAULT_BANK else ""
         raise RenderError(
-            f"soundfont '{path}' not found; install the Debian package {FONT_PACKAGES[font]} "
-            "or pass --gm-font/--gs-font"
+            f"soundfont '{path}' of bank {b.name} not found; install the Debian package "
+            f"{b.packages[font]}{hint}"
         )
     return path
+
+
+def font_presets(path: Path) -> set[tuple[int, int]]:
+    """The ``(bank, program)`` presets of an SF2/SF3 soundfont, read from its ``pdta/phdr`` chunk
+    (the RIFF chunks are walked by seeking, so the sample data is never read).
+
+    fluidsynth falls back to another preset when a clip asks for a missing one (a bank without GS
+    effects plays bank 0's program instead), so :func:`render_split` checks every source first.
+    """
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"sfbk":
+            raise RenderError(f"'{path}' is not an SF2/SF3 soundfont")
+        while head := f.read(8):
+            cid, size = struct.unpack("<4sI", head)
+            if cid == b"LIST" and f.read(4) == b"pdta":
+                end = f.tell() + size - 4
+                while f.tell() < end:
+                    sid, ssize = struct.unpack("<4sI", f.read(8))
+                    if sid == b"phdr":
+                        data = f.read(ssize)
+                        recs = [data[i : i + 38] for i in range(0, ssize - 38, 38)]  # last: EOP
+                        return {struct.unpack("<HH", r[20:24])[::-1] for r in recs}
+                    f.seek(ssize, 1)
+            else:  # no RIFF pad byte: MuseScore's SF3 files have odd-sized chunks without one
+                f.seek(size - (4 if cid == b"LIST" else 0), 1)
+    raise RenderError(f"'{path}' has no preset headers (pdta/phdr)")
+
+
+def check_presets(bank: str | Bank, labels: Sequence[str], fonts: dict[str, Path] | None = None):
+    """Raise :class:`RenderError` if a source of ``labels`` is not a preset of ``bank``'s font."""
+    b = get_bank(bank)
+    have: dict[str, set[tuple[int, int]]] = {}
+    for lab in labels:
+        for s in bank_sources(b, lab):
+            if s.font not in have:
+                have[s.font] = font_presets(find_font(s.font, fonts, b))
+            if (s.bank, s.program) not in have[s.font]:
+                raise RenderError(
+                    f"bank {b.name}: {s.name} (bank {s.bank}, program {s.program}) of {lab} is "
+                    f"not a preset of {find_font(s.font, fonts, b)}"
+                )
 
 
 def fluidsynth_command(
@@ -477,8 +641,10 @@ def render_clip(
     fluidsynth: str = "fluidsynth",
     workdir: Path | None = None,
 ) -> np.ndarray:
-    """Render one clip with fluidsynth: mono float32 ``[spec.n_samples]`` at 32 kHz, peak 0.5."""
-    font = find_font(spec.source.font, fonts)
+    """Render one clip with fluidsynth: mono float32 ``[spec.n_samples]`` at 32 kHz, peak 0.5.
+
+    ``fonts`` overrides the paths of the spec's bank (role -> file)."""
+    font = find_font(spec.source.font, fonts, spec.bank)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         mid, wav = Path(tmp) / "clip.mid", Path(tmp) / "clip.wav"
         mid.write_bytes(spec.midi())
@@ -492,7 +658,8 @@ def render_clip(
         raw, sr = sf.read(str(wav), dtype="float64", always_2d=True)
     if sr != RENDER_RATE:
         raise RenderError(f"fluidsynth wrote {sr} Hz, expected {RENDER_RATE}")
-    return finish(raw, spec.n_samples, where=f"{spec.label} {spec.source.name} note {spec.note}")
+    where = f"{spec.bank} {spec.label} {spec.source.name} note {spec.note}"
+    return finish(raw, spec.n_samples, where=where)
 
 
 def _try_render(spec: RenderSpec, opts: tuple) -> np.ndarray | SilentRender:
@@ -510,14 +677,18 @@ def render_label(
     pool: ThreadPoolExecutor,
     fonts: dict[str, Path] | None = None,
     fluidsynth: str = "fluidsynth",
+    bank: str | Bank = DEFAULT_BANK,
 ) -> list[tuple[RenderSpec, np.ndarray]]:
     """Render the first ``per_class`` usable candidates of ``label`` (silent ones are replaced)."""
-    todo = iter(candidates(label, split))
+    todo = iter(candidates(label, split, bank))
     done: list[tuple[RenderSpec, np.ndarray]] = []
     while len(done) < per_class:
         chunk = list(itertools.islice(todo, per_class - len(done)))
         if not chunk:
-            raise RenderError(f"{label}: only {len(done)} usable {split} renders, need {per_class}")
+            raise RenderError(
+                f"{label}: only {len(done)} usable {split} renders from bank "
+                f"{get_bank(bank).name}, need {per_class}"
+            )
 
         results = pool.map(_try_render, chunk, itertools.repeat((fonts, fluidsynth)))
         for spec, res in zip(chunk, results, strict=True):
@@ -531,6 +702,7 @@ def render_label(
 PARAM_COLUMNS = (
     "fname",
     "label",
+    "sound_bank",
     "source",
     "font",
     "bank",
@@ -547,7 +719,7 @@ PARAM_COLUMNS = (
 def param_row(spec: RenderSpec, fname: str) -> tuple:
     """One row of ``render_<split>.csv``, in ``PARAM_COLUMNS`` order."""
     s = spec.source
-    return (fname, spec.label, s.name, s.font, s.bank, s.program, int(s.stand_in), spec.note,
+    return (fname, spec.label, spec.bank, s.name, s.font, s.bank, s.program, int(s.stand_in), spec.note,
             spec.velocity, spec.bend, spec.hits, spec.duration_ms)  # fmt: skip
 
 
@@ -566,29 +738,46 @@ def render_split(
     overwrite: bool = False,
     fonts: dict[str, Path] | None = None,
     fluidsynth: str = "fluidsynth",
+    banks: Sequence[str | Bank] = (DEFAULT_BANK,),
 ) -> list[tuple[RenderSpec, str]]:
     """Render a split into an FSDKaggle2018-layout folder ``out``; returns ``(spec, fname)`` rows.
 
     ``eval`` writes ``test_post_competition_scoring_clips.csv`` and ``audio_test/`` (FLAC by
     default); ``train`` writes ``train.csv`` (all ``manually_verified=1``) and ``audio_train/``
     (WAV by default). Both write ``render_<split>.csv`` with every clip's parameters.
+
+    ``banks``: the sound banks (:data:`BANKS`) to render from, ``per_class`` clips per label from
+    each bank that covers the label (a label no bank covers is an error; without ``labels``, the
+    labels some bank covers). ``fonts`` overrides the default bank's soundfont paths.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    bank_list = [get_bank(b) for b in banks]
+    if not bank_list or len({b.name for b in bank_list}) != len(bank_list):
+        raise ValueError(f"banks must be distinct and at least one, got {list(banks)}")
     per_class = per_class or (EVAL_PER_CLASS if split == "eval" else TRAIN_PER_CLASS)
-    labels = list(labels or COVERED_LABELS)
-    for lab in labels:
+    for lab in labels or ():
         if lab not in SOURCES:
             raise ValueError(f"label {lab!r} is not covered; choose from {COVERED_LABELS}")
+        if not any(b.covers(lab) for b in bank_list):
+            names = ", ".join(b.name for b in bank_list)
+            raise ValueError(f"label {lab!r} is not covered by the banks {names}")
+    labels = list(
+        labels or [lab for lab in COVERED_LABELS if any(b.covers(lab) for b in bank_list)]
+    )
     ext = ext or (".flac" if split == "eval" else ".wav")
     if ext not in (".wav", ".flac"):
         raise ValueError(f"audio extension must be .wav or .flac, got {ext!r}")
-    for font in {s.font for lab in labels for s in SOURCES[lab]}:
-        find_font(font, fonts)
+    bank_fonts = {b.name: fonts if b.name == DEFAULT_BANK else None for b in bank_list}
+    for b in bank_list:
+        for font in {s.font for lab in labels for s in bank_sources(b, lab)}:
+            find_font(font, bank_fonts[b.name], b)
     if shutil.which(fluidsynth) is None:
         raise RenderError(
             f"fluidsynth executable {fluidsynth!r} not found (apt-get install fluidsynth)"
         )
+    for b in bank_list:
+        check_presets(b, labels, bank_fonts[b.name])
     audio_dir = out / (C.TEST_AUDIO_DIR if split == "eval" else C.TRAIN_AUDIO_DIR)
     csv_path = out / (C.TEST_CSV if split == "eval" else C.TRAIN_CSV)
     if not overwrite and (csv_path.exists() or (audio_dir.is_dir() and any(audio_dir.iterdir()))):
@@ -600,30 +789,35 @@ def render_split(
 
     rows: list[tuple[RenderSpec, str]] = []
     clips: list[datasets.Clip] = []
+    names: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for lab in labels:
-            for spec, x in render_label(
-                lab, split, per_class, pool=pool, fonts=fonts, fluidsynth=fluidsynth
-            ):
-                fname = spec.fname(ext)
-                if any(f == fname for _, f in rows):
-                    raise RenderError(f"file name collision: {fname}")
-                audio.write_audio(audio_dir / fname, x, RENDER_RATE)
-                rows.append((spec, fname))
-                clips.append(
-                    datasets.Clip(
-                        fname,
-                        lab,
-                        C.LABEL_INDEX[lab],
-                        audio_dir / fname,
-                        "test" if split == "eval" else "train",
-                        manually_verified=None if split == "eval" else True,
-                        usage=USAGE if split == "eval" else None,
-                        freesound_id=FREESOUND_ID if split == "eval" else None,
-                        license=LICENSE if split == "eval" else None,
+            for b in (b for b in bank_list if b.covers(lab)):
+                rendered = render_label(
+                    lab, split, per_class, pool=pool, fonts=bank_fonts[b.name],
+                    fluidsynth=fluidsynth, bank=b,
+                )  # fmt: skip
+                for spec, x in rendered:
+                    fname = spec.fname(ext)
+                    if fname in names:
+                        raise RenderError(f"file name collision: {fname}")
+                    names.add(fname)
+                    audio.write_audio(audio_dir / fname, x, RENDER_RATE)
+                    rows.append((spec, fname))
+                    clips.append(
+                        datasets.Clip(
+                            fname,
+                            lab,
+                            C.LABEL_INDEX[lab],
+                            audio_dir / fname,
+                            "test" if split == "eval" else "train",
+                            manually_verified=None if split == "eval" else True,
+                            usage=USAGE if split == "eval" else None,
+                            freesound_id=FREESOUND_ID if split == "eval" else None,
+                            license=b.licence if split == "eval" else None,
+                        )
                     )
-                )
-            log.info("%s: %d %s clips", lab, per_class, split)
+                log.info("%s: %d %s clips from %s", lab, per_class, split, b.name)
     if split == "eval":
         datasets.write_test_csv(csv_path, clips)
     else:
@@ -667,6 +861,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing split in --out")
     p.add_argument("--gm-font", type=Path, default=FONT_PATHS["GM"], help="FluidR3_GM.sf2")
     p.add_argument("--gs-font", type=Path, default=FONT_PATHS["GS"], help="FluidR3_GS.sf2")
+    p.add_argument(
+        "--banks",
+        default=DEFAULT_BANK,
+        help="comma-separated sound banks to render from, --per-class clips per label from each: "
+        + "; ".join(f"{b.name}: {b.licence}" for b in BANKS.values())
+        + f" (the demo models train on {','.join(TRAIN_BANKS)})",
+    )
     p.add_argument("--fluidsynth", default="fluidsynth", help="fluidsynth executable")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -682,6 +883,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             fonts={"GM": args.gm_font, "GS": args.gs_font},
             fluidsynth=args.fluidsynth,
+            banks=[b for b in args.banks.split(",") if b],
         )
     except (RenderError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

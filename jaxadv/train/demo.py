@@ -1,10 +1,12 @@
-"""``python -m jaxadv.train.demo``: reproduce the five committed demo models from scratch.
+"""``python -m jaxadv.train.demo``: reproduce the committed demo models from scratch.
 
-Renders the FluidR3 training split (notes/velocities/durations disjoint from the committed eval
-clips) if it is not there yet, trains the five architectures at reduced width with Iqbal's recipe
-(fewer epochs and a smaller batch, so the batch-norm statistics settle on a small set), evaluates
-each on the 156 committed eval clips, and writes ``jaxadv/demo/models/<name>/`` (orbax + sidecar,
-the same format as converted checkpoints) and ``jaxadv/demo/models/README.md``.
+Renders each model's training split (notes/velocities/durations disjoint from the committed eval
+clips; the five attacked architectures from three permissively licensed sound banks, with
+waveform augmentation) if it is not there yet, trains the models at reduced width with Iqbal's
+recipe (fewer epochs and a smaller batch, so the batch-norm statistics settle on a small set),
+evaluates each on the 156 committed eval clips and on held-out clips rendered from sound banks no
+model trains on, and writes ``jaxadv/demo/models/<name>/`` (orbax + sidecar, the same format as
+converted checkpoints) and ``jaxadv/demo/models/README.md``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,31 @@ from pathlib import Path
 
 from jaxadv import cli
 from jaxadv import config as C
+from jaxadv.demo.render import DEFAULT_BANK, HELDOUT_BANKS, TRAIN_BANKS
+from jaxadv.train.augment import Augment
+
+# The augmentation of the five attacked architectures' demo models: what audio taggers use, at
+# strengths that keep every class recognisable (jaxadv.train.augment; each transform on half of
+# the examples): +/-6 dB gain, white/pink/brown noise at 10-40 dB SNR, a +/-9 dB smooth EQ,
+# +/-1 semitone, up to 0.25 s delay, rooms of RT60 0.1-0.8 s.
+DEMO_AUGMENT = Augment(
+    prob=0.5,
+    gain_db=6.0,
+    noise_snr_db=(10.0, 40.0),
+    eq_db=9.0,
+    pitch_semitones=1.0,
+    shift_s=0.25,
+    reverb_rt60_s=(0.1, 0.8),
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoModel:
-    """One demo model: its architecture and what it trains on (the rest is the demo recipe)."""
+    """One demo model: its architecture and what it trains on (the rest is the demo recipe).
+
+    ``banks`` are the sound banks of its training split (:data:`jaxadv.demo.render.BANKS`),
+    ``per_class`` clips per label from each; ``augment`` its waveform augmentation.
+    """
 
     model: str  # registry architecture
     width: float = 0.125
@@ -32,6 +54,14 @@ class DemoModel:
     frontend: str = "iqbal"
     adv_snr_db: float | None = None  # PGD adversarial training at this budget (dB)
     adv_steps: int = 5
+    banks: tuple[str, ...] = TRAIN_BANKS
+    per_class: int = 40
+    augment: Augment = DEMO_AUGMENT
+
+
+# The representation and defence study's variants keep the data they were trained on (FluidR3
+# only, 100 clips per label, no augmentation), the like-for-like baseline of that study.
+_FLUIDR3_ONLY = {"banks": (DEFAULT_BANK,), "per_class": 100, "augment": Augment()}
 
 
 # The demo's compact models: the five attacked architectures, then the representation and
@@ -39,19 +69,60 @@ class DemoModel:
 # linear STFT, on a CQT, and adversarially trained on log-mel. Widths keep them together well
 # under 15 MB and make the experiments run in minutes on a 2-core CPU.
 DEMO_MODELS: dict[str, DemoModel] = {
-    "vgg13": DemoModel("vgg13"),
-    "crnn": DemoModel("crnn"),
-    "gcnn": DemoModel("gcnn"),
-    "dense_mel": DemoModel("dense_mel"),
-    "dense_wav": DemoModel("dense_wav"),
-    "vgg13_stft": DemoModel("vgg13", frontend="stft"),
-    "vgg13_cqt": DemoModel("vgg13", frontend="cqt"),
-    "vgg13_pgd": DemoModel("vgg13", adv_snr_db=40.0, adv_steps=3),
+    # 40 clips per label from each of three banks (120, or 80 for the GS-only labels) is ~1.1x
+    # the 100 FluidR3 clips per label before; fewer epochs keep the number of steps near the
+    # FluidR3-only models' (augmented log-mel models compute features in the step: ~2x the cost)
+    "vgg13": DemoModel("vgg13", epochs=10),
+    "crnn": DemoModel("crnn", epochs=10),
+    "gcnn": DemoModel("gcnn", epochs=10),
+    "dense_mel": DemoModel("dense_mel", epochs=8),
+    "dense_wav": DemoModel("dense_wav", epochs=8),
+    "vgg13_stft": DemoModel("vgg13", frontend="stft", **_FLUIDR3_ONLY),
+    "vgg13_cqt": DemoModel("vgg13", frontend="cqt", **_FLUIDR3_ONLY),
+    "vgg13_pgd": DemoModel("vgg13", adv_snr_db=40.0, adv_steps=3, **_FLUIDR3_ONLY),
 }
 DEMO_BATCH = 64
 DEMO_SEED = 1000
-DEMO_PER_CLASS = 100
 MIN_ACCURACY = 0.90
+HELDOUT_PER_CLASS = 8  # held-out clips per label and bank (eval rules: notes, velocities, ...)
+
+
+def audio_dir(work: Path, dm: DemoModel) -> Path:
+    """The rendered training split of a demo model under ``--work`` (shared by equal settings)."""
+    if dm.banks == (DEFAULT_BANK,) and dm.per_class == 100:
+        return work / "audio"  # the original demo data's folder
+    return work / f"audio-{'+'.join(dm.banks)}-{dm.per_class}"
+
+
+def heldout_clips(work: Path, bank: str, *, jobs: int = 2) -> list:
+    """The held-out test clips of ``bank`` (rendered into ``work/heldout-<bank>`` on first use):
+    :data:`HELDOUT_PER_CLASS` per label it covers, by the eval split's rules."""
+    from jaxadv import datasets as D
+    from jaxadv.demo import render
+
+    root = work / f"heldout-{bank}"
+    if not (root / C.TEST_CSV).is_file():
+        print(f"rendering the held-out clips of bank {bank} into {root} ...")
+        try:
+            render.render_split(
+                "eval", root, per_class=HELDOUT_PER_CLASS, jobs=jobs, banks=[bank], overwrite=True
+            )
+        except render.RenderError as e:
+            raise cli.UserError(f"cannot render the held-out clips: {e}") from e
+    return D.read_test(root)
+
+
+def heldout_accuracy(directory: Path, sets: dict[str, list]) -> dict[str, dict[str, float]]:
+    """``{bank: {"accuracy", "map3", "clips"}}`` of the checkpoint in ``directory``."""
+    from jaxadv import checkpoint
+    from jaxadv.train._loop import _evaluate
+
+    clf, params, _ = checkpoint.load_checkpoint(directory)
+    out = {}
+    for bank, clips in sets.items():
+        r = _evaluate(clf, params, clips)
+        out[bank] = {"accuracy": r["acc"], "map3": r["map3"], "clips": r["n"]}
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -71,8 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(demo.models_dir()), help="where the models go")
     p.add_argument("--work", default="runs/demo-train", help="rendered audio and training runs")
     p.add_argument("--models", default=",".join(DEMO_MODELS), help="comma-separated subset")
-    p.add_argument("--per-class", type=int, default=DEMO_PER_CLASS, help="rendered clips per label")
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=None,
+        help="rendered clips per label and bank (default: each model's own, 40 per bank for the "
+        "five architectures, 100 for the FluidR3-only variants)",
+    )
     p.add_argument("--jobs", type=int, default=2, help="parallel fluidsynth renders")
+    p.add_argument(
+        "--heldout-only",
+        action="store_true",
+        help="no training: measure the models already in --out on the held-out sound banks "
+        f"({', '.join(HELDOUT_BANKS)}) and rewrite the README",
+    )
     p.add_argument("--no-progress", action="store_true")
     return cli.add_debug_flag(p)
 
@@ -88,31 +171,45 @@ def _run(args: argparse.Namespace) -> None:
     bad = [m for m in names if m not in DEMO_MODELS]
     if bad or not names:
         raise cli.UserError(f"--models: unknown {bad}; choose from {list(DEMO_MODELS)}")
-    if args.per_class < 1:
+    if args.per_class is not None and args.per_class < 1:
         raise cli.UserError(f"--per-class must be at least 1, got {args.per_class}")
     work = Path(args.work)
-    audio_root = work / "audio"
-    if not (audio_root / C.TRAIN_CSV).is_file():
-        from jaxadv.demo import render
-
-        print(f"rendering the training split into {audio_root} ...")
-        try:
-            render.render_split("train", audio_root, per_class=args.per_class, jobs=args.jobs)
-        except render.RenderError as e:  # fluidsynth or a soundfont missing
-            raise cli.UserError(f"cannot render the training split: {e}") from e
-    clips = D.read_train(audio_root)
-    train, val = split_train_val(clips, val_fold=None, val_fraction=0.1, seed=DEMO_SEED)
-    evals = demo.eval_clips()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    heldout = {b: heldout_clips(work, b, jobs=args.jobs) for b in HELDOUT_BANKS}
+    if args.heldout_only:
+        for name in names:
+            if name not in summary or not (out / name).is_dir():
+                raise cli.UserError(f"--heldout-only: no trained model {name!r} in {out}")
+            summary[name]["heldout"] = heldout_accuracy(out / name, heldout)
+            summary_path.write_text(json.dumps(summary, indent=1))
+            print(f"{name}: held-out {_heldout_text(summary[name])}")
+        write_readme(out, summary)
+        return
+    evals = demo.eval_clips()
     for name in names:
         dm = DEMO_MODELS[name]
+        if args.per_class is not None:
+            dm = dataclasses.replace(dm, per_class=args.per_class)
+        audio_root = audio_dir(work, dm)
+        if not (audio_root / C.TRAIN_CSV).is_file():
+            from jaxadv.demo import render
+
+            print(f"rendering the training split of {name} into {audio_root} ...")
+            try:
+                render.render_split(
+                    "train", audio_root, per_class=dm.per_class, jobs=args.jobs, banks=dm.banks
+                )
+            except render.RenderError as e:  # fluidsynth or a soundfont missing
+                raise cli.UserError(f"cannot render the training split: {e}") from e
+        clips = D.read_train(audio_root)
+        train, val = split_train_val(clips, val_fold=None, val_fraction=0.1, seed=DEMO_SEED)
         cfg = TrainConfig(
             dm.model, width=dm.width, epochs=dm.epochs, batch_size=DEMO_BATCH, val_fraction=0.1,
             seed=DEMO_SEED, save_every=100, frontend=dm.frontend, adv_snr_db=dm.adv_snr_db,
-            adv_steps=dm.adv_steps,
+            adv_steps=dm.adv_steps, augment=dm.augment,
         )  # fmt: skip
         try:
             report = fit(cfg, train, work / name, val_clips=val, test_clips=evals,
@@ -131,6 +228,9 @@ def _run(args: argparse.Namespace) -> None:
             "frontend": dm.frontend,
             "adv_snr_db": dm.adv_snr_db,
             "adv_steps": dm.adv_steps,
+            "banks": list(dm.banks),
+            "per_class": dm.per_class,
+            "augment": dm.augment.active,
             "width": dm.width,
             "epochs": dm.epochs,
             "batch_size": DEMO_BATCH,
@@ -138,6 +238,7 @@ def _run(args: argparse.Namespace) -> None:
             "eval_accuracy": report["test_accuracy"],
             "eval_map3": report["test_map3"],
             "train_accuracy": report["train_accuracy"],
+            "heldout": heldout_accuracy(dst, heldout),
             "bytes": size,
             # summed per-epoch step time: correct across resumed runs (feature extraction and
             # evaluation excluded)
@@ -146,8 +247,15 @@ def _run(args: argparse.Namespace) -> None:
             "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         }
         summary_path.write_text(json.dumps(summary, indent=1))
-        print(f"{name}: eval accuracy {report['test_accuracy']:.4f}, {size / 1e6:.2f} MB")
+        print(
+            f"{name}: eval accuracy {report['test_accuracy']:.4f}, held-out "
+            f"{_heldout_text(summary[name])}, {size / 1e6:.2f} MB"
+        )
     write_readme(out, summary)
+
+
+def _heldout_text(v: dict) -> str:
+    return ", ".join(f"{b} {r['accuracy']:.4f}" for b, r in v.get("heldout", {}).items())
 
 
 def _commit() -> str:
@@ -166,7 +274,19 @@ def _trained_on(v: dict) -> str:
     if v.get("model", "vgg13") in ("dense_mel", "dense_wav"):
         fe = "its own (Kapre mel)" if v["model"] == "dense_mel" else "raw waveform"
     adv = v.get("adv_snr_db")
-    return fe + (f", PGD L2 {adv:g} dB ({v.get('adv_steps', 5)} steps)" if adv is not None else "")
+    fe += f", PGD L2 {adv:g} dB ({v.get('adv_steps', 5)} steps)" if adv is not None else ""
+    fe += ", augmented" if v.get("augment") else ""
+    return fe
+
+
+def _data(v: dict) -> str:
+    """The "data" column: the sound banks and clips per label and bank."""
+    return f"{'+'.join(v.get('banks', [DEFAULT_BANK]))} ×{v.get('per_class', 100)}"
+
+
+def _acc(v: dict, bank: str) -> str:
+    r = v.get("heldout", {}).get(bank)
+    return f"{r['accuracy']:.4f}" if r else "–"
 
 
 def write_readme(out: Path, summary: dict) -> Path:
@@ -179,44 +299,55 @@ def write_readme(out: Path, summary: dict) -> Path:
         by_machine.setdefault(v.get("machine", "unrecorded"), []).append(k)
     machines = "; ".join(f"{', '.join(ks)} on {m}" for m, ks in by_machine.items())
     rows = "\n".join(
-        f"| {k} | {v.get('model', k)} | {_trained_on(v)} | {v['width']} | {v['epochs']} | "
-        f"{v['train_accuracy']:.4f} | {v['eval_accuracy']:.4f} | {v['eval_map3']:.4f} | "
+        f"| {k} | {v.get('model', k)} | {_trained_on(v)} | {_data(v)} | {v['width']} | "
+        f"{v['epochs']} | {v['train_accuracy']:.4f} | {v['eval_accuracy']:.4f} | "
+        f"{v['eval_map3']:.4f} | " + " | ".join(_acc(v, b) for b in HELDOUT_BANKS) + " | "
         f"{v['bytes'] / 1e6:.2f} | {v['minutes']:.1f} | {v.get('commit', '')} |"
         for k, v in summary.items()
     )
+    held_cols = " | ".join(f"held-out {b}" for b in HELDOUT_BANKS)
+    held_rule = "|---" * len(HELDOUT_BANKS)
     text = f"""# Demo models
 
-Compact models trained by jaxadv on real instrument and effect audio rendered from the MIT FluidR3
-soundfonts (26 FSDKaggle2018 labels; the models output all 41 classes): one per attacked
-architecture, and three VGG13s of the study of input representations and defences
-(`python -m jaxadv.experiments.representations`): the same network on a linear-frequency STFT
-(`vgg13_stft`), on a constant-Q transform (`vgg13_cqt`), and adversarially trained on log-mel
-with PGD at a 40 dB SNR budget (`vgg13_pgd`). Load one with
+Compact models trained by jaxadv on real instrument and effect audio rendered from soundfonts
+(26 FSDKaggle2018 labels; the models output all 41 classes): one per attacked architecture,
+trained on three permissively licensed sound banks with waveform augmentation, and three VGG13s
+of the study of input representations and defences (`python -m jaxadv.experiments.representations`),
+trained on FluidR3 alone as before: the same network on a linear-frequency STFT (`vgg13_stft`),
+on a constant-Q transform (`vgg13_cqt`), and adversarially trained on log-mel with PGD at a 40 dB
+SNR budget (`vgg13_pgd`). Load one with
 `jaxadv.checkpoint.load_checkpoint(jaxadv.demo.models_dir() / "vgg13")`, the same loader as
 converted and trained checkpoints; the experiments take the three VGG13 variants by name
 (`--models vgg13,vgg13_stft,vgg13_cqt,vgg13_pgd`).
 
-| name | architecture | trained on | width | epochs | train accuracy | eval accuracy | eval MAP@3 | MB | training minutes | commit |
-|---|---|---|---|---|---|---|---|---|---|---|
+| name | architecture | trained on | data (banks × clips per label) | width | epochs | train accuracy | eval accuracy | eval MAP@3 | {held_cols} | MB | training minutes | commit |
+|---|---|---|---|---|---|---|---|---|{held_rule}|---|---|---|
 {rows}
 
-Total size {total / 1e6:.2f} MB. *Eval* is the 156 committed clips of `jaxadv/demo/data` (6 per
-label, notes/velocities/durations never seen in training); *train accuracy* is on the rendered
-training clips (clip level); *training minutes* sums the epochs' step time (feature extraction
-and evaluation excluded) on the machine below, which also ran other jobs (the STFT model's 513
-frequency rows make it about 8x the log-mel model's cost). Recipe: Iqbal et al.'s (Adam 5e-4
-×0.9 every 2 epochs, class-balanced mixup with alpha 1, standardisation fitted on the training
-chunks), with batch {DEMO_BATCH} instead of 128 and the epochs above instead of 40 (fewer
-examples: the batch-norm moving averages need enough steps), 10 % of the rendered clips held out
-for validation; Cochlear models train on 65536-sample waveform segments, and so does the
-adversarially trained VGG13 (its log-mel computed in the step, mixup on the waveform, half of
-every batch replaced by PGD examples from a random start, the last of the steps above, step 0.5 ε,
+Total size {total / 1e6:.2f} MB. *Eval* is the 156 committed FluidR3 clips of `jaxadv/demo/data`
+(6 per label, notes/velocities/durations never seen in training); *held-out* are
+{HELDOUT_PER_CLASS} clips per label rendered by the same rules from sound banks no model trains on
+(rendered on demand, never committed; `jaxadv/demo/data/README.md` says what they are and how far
+they are from the training banks): `opl3` is FM synthesis (no samples at all), `timgm6mb` a
+sample bank that shares about half its recordings with the `csound` training bank, so it is a
+fair test only of the FluidR3-only models. *Train accuracy* is on the rendered training clips
+(clip level, no augmentation); *training minutes* sums the epochs' step time (feature extraction
+and evaluation excluded) on the machine below, which also ran other jobs. Recipe: Iqbal et al.'s
+(Adam 5e-4 ×0.9 every 2 epochs, class-balanced mixup with alpha 1, standardisation fitted on the
+training chunks), with batch {DEMO_BATCH} instead of 128 and the epochs above instead of 40
+(fewer examples: the batch-norm moving averages need enough steps), 10 % of the rendered clips
+held out for validation. *Augmented* models train on 65536-sample waveform segments (log-mel
+computed in the step, mixup on the waveform) through `jaxadv.train.augment` with
+`{DEMO_AUGMENT}`; so do the Cochlear models and the adversarially trained VGG13 (half of every
+batch replaced by PGD examples from a random start, the last of the steps above, step 0.5 ε,
 ε = ‖x‖·10^(−40/20)).
 
-Reproduce from scratch (renders {DEMO_PER_CLASS} clips per label with fluidsynth first):
+Reproduce from scratch (renders each model's training split with fluidsynth first; the Debian
+packages of the banks are in `.ci/run`):
 
 ```sh
-python -m jaxadv.train.demo            # all of them; --models vgg13 for one
+python -m jaxadv.train.demo                  # all of them; --models vgg13 for one
+python -m jaxadv.train.demo --heldout-only   # re-measure the held-out columns only
 ```
 
 Trained on CPUs, jax {jax.__version__}: {machines}. *Commit* is the jaxadv commit whose training
