@@ -338,6 +338,10 @@ def test_train_commands_give_one_line_errors(tmp_path, capfd):
     assert "--models: unknown ['resnet']" in line
     with pytest.raises(cli.UserError):
         train_demo.main(["--models", "resnet", "--debug"])
+    # measuring models that are not there: refused before anything is rendered
+    line = fail(train_demo.main, ["--heldout-only", "--models", "vgg13", "--out", tmp_path / "m",
+                                  "--work", tmp_path / "w2"], capfd)  # fmt: skip
+    assert "--heldout-only: no trained model 'vgg13'" in line and not (tmp_path / "w2").exists()
 
 
 def test_the_real_command_line_prints_one_line_and_exits_2(tmp_path):
