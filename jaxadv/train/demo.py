@@ -77,6 +77,10 @@ DEMO_MODELS: dict[str, DemoModel] = {
     "gcnn": DemoModel("gcnn", epochs=12),
     "dense_mel": DemoModel("dense_mel", epochs=14),
     "dense_wav": DemoModel("dense_wav", epochs=14),
+    # the FluidR3-only vgg13 and dense_wav as they were before the three banks and augmentation:
+    # the representation study's baselines, trained like the variants
+    "vgg13_fluidr3": DemoModel("vgg13", **_FLUIDR3_ONLY),
+    "dense_wav_fluidr3": DemoModel("dense_wav", **_FLUIDR3_ONLY),
     "vgg13_stft": DemoModel("vgg13", frontend="stft", **_FLUIDR3_ONLY),
     "vgg13_cqt": DemoModel("vgg13", frontend="cqt", **_FLUIDR3_ONLY),
     "vgg13_pgd": DemoModel("vgg13", adv_snr_db=40.0, adv_steps=3, **_FLUIDR3_ONLY),
@@ -316,14 +320,17 @@ def write_readme(out: Path, summary: dict) -> Path:
 
 Compact models trained by jaxadv on real instrument and effect audio rendered from soundfonts
 (26 FSDKaggle2018 labels; the models output all 41 classes): one per attacked architecture,
-trained on three permissively licensed sound banks with waveform augmentation, and three VGG13s
-of the study of input representations and defences (`python -m jaxadv.experiments.representations`),
-trained on FluidR3 alone as before: the same network on a linear-frequency STFT (`vgg13_stft`),
-on a constant-Q transform (`vgg13_cqt`), and adversarially trained on log-mel with PGD at a 40 dB
-SNR budget (`vgg13_pgd`). Load one with
+trained on three permissively licensed sound banks with waveform augmentation (`vgg13`, `crnn`,
+`gcnn`, `dense_mel`, `dense_wav`: the experiments' default models), and the five models of the
+study of input representations and defences (`python -m jaxadv.experiments.representations`),
+all trained on FluidR3 alone without augmentation: `vgg13_fluidr3` and `dense_wav_fluidr3` (the
+earlier demo vgg13 and dense_wav), the same VGG13 on a linear-frequency STFT (`vgg13_stft`), on a
+constant-Q transform (`vgg13_cqt`), and adversarially trained on log-mel with PGD at a 40 dB SNR
+budget (`vgg13_pgd`). Load one with
 `jaxadv.checkpoint.load_checkpoint(jaxadv.demo.models_dir() / "vgg13")`, the same loader as
-converted and trained checkpoints; the experiments take the three VGG13 variants by name
-(`--models vgg13,vgg13_stft,vgg13_cqt,vgg13_pgd`).
+converted and trained checkpoints; the experiments take the variants by name
+(`--models vgg13,vgg13_fluidr3,vgg13_stft`). The training data's licences:
+`LICENSE-training-data.md`.
 
 | name | architecture | trained on | data (banks × clips per label) | width | epochs | train accuracy | eval accuracy | eval MAP@3 | {held_cols} | MB | training minutes | commit |
 |---|---|---|---|---|---|---|---|---|{held_rule}---|---|---|
@@ -335,7 +342,8 @@ Total size {total / 1e6:.2f} MB. *Eval* is the 156 committed FluidR3 clips of `j
 (rendered on demand, never committed; `jaxadv/demo/data/README.md` says what they are and how far
 they are from the training banks): `opl3` is FM synthesis (no samples at all), `timgm6mb` a
 sample bank that shares about half its recordings with the `csound` training bank, so it is a
-fair test only of the FluidR3-only models. *Train accuracy* is on the rendered training clips
+fair test only of the FluidR3-only models (`jaxadv/demo/data/README.md` gives the accuracies on
+its clips that no csound render matches). *Train accuracy* is on the rendered training clips
 (clip level, no augmentation); *training minutes* sums the epochs' step time (feature extraction
 and evaluation excluded) on the machine below, which also ran other jobs. Recipe: Iqbal et al.'s
 (Adam 5e-4 ×0.9 every 2 epochs, class-balanced mixup with alpha 1, standardisation fitted on the

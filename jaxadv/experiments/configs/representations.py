@@ -19,8 +19,10 @@ from jaxadv.experiments.configs import robustness as R
 from jaxadv.experiments.configs import untargeted as U
 
 # the demo's models of the study: one architecture on three representations, one defence, and
-# the raw-waveform model (another architecture: the waveform representation)
-MODELS = ("vgg13", "vgg13_stft", "vgg13_cqt", "vgg13_pgd", "dense_wav")
+# the raw-waveform model (another architecture: the waveform representation), all trained on the
+# same FluidR3 clips without augmentation (the five attacked demo models train on three banks
+# with augmentation, so their vgg13 and dense_wav are not like-for-like with the variants)
+MODELS = ("vgg13_fluidr3", "vgg13_stft", "vgg13_cqt", "vgg13_pgd", "dense_wav_fluidr3")
 BUDGETS = {"demo": (20.0, 40.0, 60.0, 80.0), "paper": (10.0, 20.0, 30.0, 40.0, 50.0, 60.0)}
 MINIMAL = ("deepfool", "fmn")  # their best successful SNR per clip: the minimal perturbation
 TRANSFER_BUDGET = 40.0  # the PGD L2 examples whose transfer between models is measured
