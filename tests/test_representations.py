@@ -45,8 +45,18 @@ def test_demo_variants_resolve_by_name():
     from jaxadv.experiments import flags
     from jaxadv.experiments.configs import architecture, demo_variants, family
 
-    assert set(demo_variants()) == {"vgg13_stft", "vgg13_cqt", "vgg13_pgd"}
+    assert set(demo_variants()) == {
+        "vgg13_fluidr3", "dense_wav_fluidr3", "vgg13_stft", "vgg13_cqt", "vgg13_pgd"
+    }  # fmt: skip
     assert architecture("vgg13_cqt") == "vgg13" and family("vgg13_pgd") == "iqbal"
+    assert architecture("dense_wav_fluidr3") == "dense_wav"
+    assert family("dense_wav_fluidr3") == "cochlear" and family("vgg13_fluidr3") == "iqbal"
+    # the study's default models are the like-for-like FluidR3-only ones
+    from jaxadv.experiments.configs import representations as P
+
+    assert P.MODELS == (
+        "vgg13_fluidr3", "vgg13_stft", "vgg13_cqt", "vgg13_pgd", "dense_wav_fluidr3"
+    )  # fmt: skip
     assert flags.parse_models("vgg13,vgg13_stft") == ["vgg13", "vgg13_stft"]
     with pytest.raises(UserError, match="taken"):
         flags.parse_model_fns(["vgg13_pgd=mymod:build"])
