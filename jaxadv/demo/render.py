@@ -1,4 +1,8 @@
-"""Render the demo clips: real sampled instruments and effects from the MIT-licensed FluidR3 soundfonts.
+"""Render the demo clips: real sampled instruments and effects from soundfonts (sound banks).
+
+The committed eval clips and the default bank are the MIT-licensed FluidR3 soundfonts; other
+banks (:data:`BANKS`: MuseScore General, csound's GM bank, and the test-only TimGM6mb and OPL-3
+FM) render the same MIDI clips from other recordings (``--banks``).
 
 ``python -m jaxadv.demo.render --split {eval,train} --out DIR`` writes an FSDKaggle2018-layout
 folder (see :mod:`jaxadv.datasets`) of mono 16-bit clips at 32 kHz for the 26 FSDKaggle2018 labels
@@ -838,8 +842,9 @@ def read_params(path: Path) -> list[dict[str, str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m jaxadv.demo.render",
-        description="Render demo clips of the 26 FSDKaggle2018 labels the MIT FluidR3 soundfonts "
-        "cover, into an FSDKaggle2018-layout folder (mono 16-bit, 32 kHz).",
+        description="Render demo clips of the 26 FSDKaggle2018 labels the soundfonts cover (the "
+        "MIT FluidR3 fonts by default, other sound banks with --banks), into an "
+        "FSDKaggle2018-layout folder (mono 16-bit, 32 kHz).",
     )
     p.add_argument(
         "--split",
