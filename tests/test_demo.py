@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -261,16 +260,8 @@ def test_finish_downmixes_fades_normalises_and_rejects_silence():
 # ---------------------------------------------------------------------------------------------
 
 
-def _missing_render_tools(banks=(R.DEFAULT_BANK,)) -> list[str]:
-    """The Debian packages rendering needs that this machine lacks (.ci/run installs them all)."""
-    missing = [] if shutil.which("fluidsynth") else ["fluidsynth"]
-    for b in map(R.get_bank, banks):
-        missing += [b.packages[f] for f, p in b.fonts.items() if not p.is_file()]
-    return sorted(set(missing))
-
-
 def _need_render_tools(banks=(R.DEFAULT_BANK,)) -> None:
-    missing = _missing_render_tools(banks)
+    missing = R.missing_packages(banks)
     if missing and os.environ.get("CI") != "true":  # CI installs them: there a skip hides a gap
         pytest.skip(f"rendering needs the Debian packages {' '.join(missing)} (apt-get install)")
 

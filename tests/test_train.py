@@ -242,15 +242,11 @@ def test_demo_models_load_and_reach_their_stated_accuracy():
 def test_demo_models_held_out_accuracy_is_what_their_readme_states(tmp_path):
     """The held-out sound banks (never trained on, never committed) rendered here, then every
     demo model's accuracy on them, against summary.json (CI installs the banks' packages)."""
-    import shutil
-
     from jaxadv import demo
     from jaxadv.demo import render
     from jaxadv.train import demo as TD
 
-    missing = [] if shutil.which("fluidsynth") else ["fluidsynth"]
-    for b in map(render.get_bank, render.HELDOUT_BANKS):
-        missing += [b.packages[f] for f, p in b.fonts.items() if not p.is_file()]
+    missing = render.missing_packages(render.HELDOUT_BANKS)
     if missing and os.environ.get("CI") != "true":
         pytest.skip(f"rendering needs the Debian packages {' '.join(missing)} (apt-get install)")
     summary = json.loads((demo.models_dir() / "summary.json").read_text())

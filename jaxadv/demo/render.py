@@ -152,6 +152,14 @@ FONT_PATHS: dict[str, Path] = BANKS[DEFAULT_BANK].fonts
 FONT_PACKAGES: dict[str, str] = BANKS[DEFAULT_BANK].packages
 
 
+def missing_packages(banks: Iterable[str | Bank] = (DEFAULT_BANK,)) -> list[str]:
+    """The Debian packages rendering from ``banks`` needs that this machine lacks (sorted)."""
+    missing = [] if shutil.which("fluidsynth") else ["fluidsynth"]
+    for b in map(get_bank, banks):
+        missing += [b.packages[f] for f, path in b.fonts.items() if not path.is_file()]
+    return sorted(set(missing))
+
+
 def get_bank(bank: str | Bank) -> Bank:
     if isinstance(bank, Bank):
         return bank
