@@ -397,3 +397,89 @@ def test_train_command_rejects_a_bad_adversarial_flag_in_one_line(tiny_dataset, 
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "adv_fraction must lie in (0, 1]" in err[0], err
+
+
+def test_a_warm_start_continues_the_schedule_the_data_and_the_augmentation_exactly(
+    tiny_dataset, tmp_path
+):
+    """With the learning rate at 0 Adam's moments (the one thing a warm start does not carry over)
+    do not matter: 2 epochs, then a warm start from that model to epoch 3, must equal 3 epochs
+    straight, batch-norm statistics included, which depend on every batch of epoch 3 (its epoch
+    plan and its augmentation draws)."""
+    from jaxadv.checkpoint import load_checkpoint
+
+    clips = D.read_train(tiny_dataset)
+    train, _ = split_train_val(clips, val_fold=None, val_fraction=0.0, seed=5)
+    aug = Augment(prob=0.7, gain_db=6.0, noise_snr_db=(10.0, 30.0), shift_s=0.1)
+    kw = dict(val_fraction=0.0, learning_rate=0.0, augment=aug)
+    fit(_small_cfg(epochs=3, **kw), train, tmp_path / "straight", progress=False)
+    fit(_small_cfg(epochs=2, **kw), train, tmp_path / "base", progress=False)
+    report = fit(_small_cfg(epochs=3, start_epoch=2, **kw), train, tmp_path / "warm",
+                 init=tmp_path / "base" / "model", progress=False)  # fmt: skip
+    assert [h["epoch"] for h in report["history"]] == [2]
+    _, a, _ = load_checkpoint(tmp_path / "straight" / "model")
+    _, b, meta = load_checkpoint(tmp_path / "warm" / "model")
+    _, base, _ = load_checkpoint(tmp_path / "base" / "model")
+    stats_a = jax.tree.leaves(a["model"]["batch_stats"])
+    assert any(  # epoch 3 did move the statistics: the comparison below means something
+        not np.array_equal(u, v)
+        for u, v in zip(stats_a, jax.tree.leaves(base["model"]["batch_stats"]), strict=True)
+    )
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    assert meta["training"]["start_epoch"] == 2 and len(meta["init"]["digest"]) == 64
+
+
+def test_a_warm_start_takes_the_learning_rate_of_its_start_epoch():
+    """Adam's first step is ``-lr * g / (|g| + eps)``: at start_epoch 5 the rate of epoch 5."""
+    g = {"w": jnp.array([0.5, -2.0, 3.0])}
+    spe = 7
+    for start in (0, 5):
+        cfg = TrainConfig("vgg13", start_epoch=start)
+        opt = make_optimizer(cfg, spe)
+        upd, _ = opt.update(g, opt.init(g), g)
+        want = -lr_at_epoch(cfg, start) * np.sign(np.asarray(g["w"]))
+        np.testing.assert_allclose(np.asarray(upd["w"]), want, rtol=1e-5)
+
+
+def test_a_warm_start_refuses_a_mismatch_with_a_clear_message(tiny_dataset, tmp_path):
+    clips = D.read_train(tiny_dataset)
+    train, _ = split_train_val(clips, val_fold=None, val_fraction=0.0, seed=5)
+    with pytest.raises(ValueError, match=r"start_epoch must lie in \[0, epochs\)"):
+        _small_cfg(epochs=2, start_epoch=2)
+    with pytest.raises(ValueError, match="give its checkpoint as init"):
+        fit(_small_cfg(start_epoch=1), train, tmp_path / "a", progress=False)
+    fit(_small_cfg(epochs=1, val_fraction=0.0), train, tmp_path / "base", progress=False)
+    base = tmp_path / "base" / "model"
+    with pytest.raises(ValueError, match="init: .*'vgg13' model, expected 'crnn'"):
+        fit(TrainConfig("crnn", width=1 / 32, epochs=2, batch_size=4, start_epoch=1), train,
+            tmp_path / "b", init=base, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="init: "):
+        fit(_small_cfg(start_epoch=1), train, tmp_path / "c", init=tmp_path / "nowhere",
+            progress=False)  # fmt: skip
+    # a run folder that started from one checkpoint does not resume from another
+    cfg = _small_cfg(start_epoch=1, val_fraction=0.0)
+    spe = json.loads((tmp_path / "base" / "train.json").read_text())["steps_per_epoch"]
+    # steps count from epoch 0: stop in the middle of the warm start's epoch
+    assert fit(cfg, train, tmp_path / "warm", init=base, stop_after=spe + 1, progress=False) == {
+        "stopped_at": spe + 1
+    }
+    fit(_small_cfg(epochs=1, val_fraction=0.0, seed=6), train, tmp_path / "other", progress=False)
+    with pytest.raises(ValueError, match="started from another checkpoint"):
+        fit(cfg, train, tmp_path / "warm", init=tmp_path / "other" / "model", progress=False)
+    with pytest.raises(ValueError, match="another configuration"):  # start_epoch 0: a fresh run
+        fit(_small_cfg(val_fraction=0.0), train, tmp_path / "warm", progress=False)
+
+
+def test_train_command_refuses_a_start_epoch_without_init_in_one_line(
+    tiny_dataset, tmp_path, capsys
+):
+    from jaxadv.train.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "vgg13", "--data", str(tiny_dataset), "--out", str(tmp_path / "r"),
+              "--epochs", "3", "--start-epoch", "2", "--width", "0.03125"])  # fmt: skip
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "start_epoch 2 continues a trained model" in err[0], err
+    assert not (tmp_path / "r" / "model").exists()

@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="random delay of up to this many seconds")  # fmt: skip
     aug.add_argument("--aug-reverb", type=_pair, default=None, metavar="LO,HI",
                      help="reverb with a synthetic room response of RT60 in [LO, HI] s")  # fmt: skip
+    warm = p.add_argument_group(
+        "warm start", "fine-tune a trained model instead of starting from a fresh initialisation"
+    )
+    warm.add_argument("--init", default=None, metavar="DIR",
+                      help="checkpoint folder (a trained model of the same --model, --width and "
+                      "--frontend) whose weights and standardisation start the run")  # fmt: skip
+    warm.add_argument("--start-epoch", type=int, default=0, metavar="N",
+                      help="with --init: the first epoch to train (the model was trained for N "
+                      "epochs); the learning-rate schedule, the data order and the augmentation "
+                      "continue from there, up to --epochs")  # fmt: skip
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--save-every", type=int, default=200, help="steps between saved states")
     p.add_argument("--no-progress", action="store_true")
@@ -124,6 +134,7 @@ def _run(args: argparse.Namespace) -> None:
                 eq_db=args.aug_eq, pitch_semitones=args.aug_pitch, shift_s=args.aug_shift,
                 reverb_rt60_s=args.aug_reverb,
             ),
+            start_epoch=args.start_epoch,
         )  # fmt: skip
         train, val_clips = split_train_val(
             clips, val_fold=cfg.val_fold, val_fraction=cfg.val_fraction, seed=cfg.seed
@@ -138,6 +149,7 @@ def _run(args: argparse.Namespace) -> None:
             val_clips=val_clips,
             test_clips=test,
             progress=not args.no_progress,
+            init=args.init,
         )
     except cli.UserError:
         raise

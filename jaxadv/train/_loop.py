@@ -66,8 +66,17 @@ class TrainConfig:
     adv_fraction: float = 0.5  # share of each batch replaced by its adversarial examples
     adv_rel_stepsize: float = 0.5  # PGD step as a fraction of the radius (Madry: 2.5 / steps)
     augment: Augment = Augment()  # waveform augmentation (jaxadv.train.augment); off by default
+    # A warm start (``fit(init=...)``): the first epoch this run trains. The learning-rate
+    # schedule, the epoch plans and the augmentation and PGD draws continue from there, so a model
+    # trained for ``start_epoch`` epochs trains on as that run would have (less Adam's moments,
+    # which start again from zero).
+    start_epoch: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.start_epoch < self.epochs:
+            raise ValueError(
+                f"start_epoch must lie in [0, epochs) = [0, {self.epochs}), got {self.start_epoch}"
+            )
         if self.adv_snr_db is None:
             return
         if not math.isfinite(self.adv_snr_db):
@@ -151,7 +160,8 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTran
     """
 
     def schedule(step: Array) -> Array:
-        epoch = step // steps_per_epoch
+        # a warm start's optimizer counts from 0 again: the schedule continues at start_epoch
+        epoch = step // steps_per_epoch + cfg.start_epoch
         exponent = epoch // cfg.lr_decay_every + 1
         return cfg.learning_rate * jnp.power(cfg.lr_decay, exponent.astype(jnp.float32))
 
@@ -355,6 +365,7 @@ def fit(
     test_clips: Sequence[Clip] = (),
     stop_after: int | None = None,
     progress: bool = True,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a model in folder ``out``; returns the final report.
 
@@ -375,6 +386,11 @@ def fit(
       stop_after: stop (after saving) once this many steps are done in total — a deliberate
         interruption, for tests.
       progress: show progress bars.
+      init: a warm start: the checkpoint folder (:func:`jaxadv.checkpoint.save_checkpoint`, of
+        the same architecture, width and front-end) whose weights, batch-norm statistics and
+        standardisation start the run instead of a fresh initialisation; it trains epochs
+        ``cfg.start_epoch`` to ``cfg.epochs - 1`` (fine-tuning a trained model for more epochs).
+        Its digest is recorded in ``train.json``: resuming from another checkpoint is refused.
     """
     from tqdm import tqdm
 
@@ -400,6 +416,15 @@ def fit(
             f"{cfg.frontend!r} is for vgg13, crnn and gcnn"
         )
     clf = Classifier.build(cfg.model, width=cfg.width, merge=cfg.merge, frontend=fe)
+    start = _warm_start(clf, cfg, init)
+    old_init = json.loads(meta_path.read_text()).get("init") if meta_path.exists() else None
+    if meta_path.exists() and (old_init or {}).get("digest") != (
+        start["init"]["digest"] if start else None
+    ):
+        raise ValueError(
+            f"{out} holds a training run that started from another checkpoint; resume it with "
+            "the same init or choose another output folder"
+        )
     failures: list[Failure] = []
     # adversarial training perturbs the waveform: the Iqbal models then train on waveform
     # segments (as the Cochlear models always do) and the step computes their features
@@ -415,7 +440,10 @@ def fit(
         )  # fmt: skip
         D.save_examples(cache, ex)
         ex = D.load_examples(cache)
-    if clf.family == "iqbal":
+    if start is not None:
+        # the standardisation belongs to the weights: keep the initial model's
+        mean, std = start["mean"], start["std"]
+    elif clf.family == "iqbal":
         # keras-preprocessing's ImageDataGenerator.fit: one scalar mean and population std
         if waveform:
             mean, std = D.feature_moments(clf.frontend, ex)
@@ -440,16 +468,21 @@ def fit(
         "mean": mean,
         "std": std,
         "skipped": [f.clip.fname for f in failures],
+        **({"init": start["init"]} if start is not None else {}),
     }
     meta_path.write_text(json.dumps(meta, indent=1))
     optimizer = make_optimizer(cfg, spe)
-    params = clf.init_params(jax.random.key(cfg.seed), mean=mean, std=std)
+    if start is not None:
+        params = jax.tree.map(jnp.asarray, start["params"])
+    else:
+        params = clf.init_params(jax.random.key(cfg.seed), mean=mean, std=std)
     norm = params.get("norm", {"mean": jnp.float32(0), "std": jnp.float32(1)})
     state = {
         "params": params["model"]["params"],
         "batch_stats": params["model"]["batch_stats"],
         "opt_state": optimizer.init(params["model"]["params"]),
-        "step": jnp.zeros((), jnp.int32),
+        # the step counts from epoch 0: epoch plans and augmentation keys continue a warm start
+        "step": jnp.asarray(cfg.start_epoch * spe, jnp.int32),
     }
     history: list[dict[str, Any]] = []
     mngr = _manager(out / "state")
@@ -469,6 +502,7 @@ def fit(
     aug_key = jax.random.key(cfg.seed + 2) if aug is not None else None
     print(f"training {cfg.model} (width {cfg.width}) on {jax.devices()[0].platform}: "
           f"{n_ex} examples, {spe} steps/epoch, {cfg.epochs} epochs"
+          + (f" (from epoch {cfg.start_epoch} of {init})" if start is not None else "")
           + (f", PGD {cfg.adv_norm} at {cfg.adv_snr_db:g} dB ({cfg.adv_steps} steps) on "
              f"{n_adv} of every {cfg.batch_size}" if pgd is not None else ""))  # fmt: skip
 
@@ -481,7 +515,11 @@ def fit(
     total = cfg.epochs * spe
     step = int(state["step"])
     best = max((h.get("val_map3", -math.inf) for h in history), default=-math.inf)
-    bar = tqdm(total=total, initial=step, unit="step", disable=not progress, dynamic_ncols=True)
+    first = cfg.start_epoch * spe
+    bar = tqdm(
+        total=total - first, initial=step - first, unit="step", disable=not progress,
+        dynamic_ncols=True,
+    )  # fmt: skip
     while step < total:
         epoch, k0 = divmod(step, spe)
         plan = D.epoch_plan(ex.labels, spe, cfg.batch_size, cfg.mixup_alpha, cfg.seed, epoch)
@@ -541,7 +579,8 @@ def fit(
             return {"stopped_at": step}
     bar.close()
     final = as_params(state)
-    _save_model(out / "model", clf, final, cfg, extra={"epoch": cfg.epochs - 1})
+    _save_model(out / "model", clf, final, cfg, extra={"epoch": cfg.epochs - 1, **(
+        {"init": start["init"]} if start is not None else {})})  # fmt: skip
     train_eval = _evaluate(clf, final, train_clips)
     test_eval = _evaluate(clf, final, test_clips)
     report = {
@@ -559,6 +598,35 @@ def fit(
     (out / "table1.md").write_text(table1_markdown([report]))
     print(table1_markdown([report]))
     return report
+
+
+def _warm_start(clf: Classifier, cfg: TrainConfig, init: str | Path | None) -> dict | None:
+    """The initial model of a warm start: ``{"params", "mean", "std", "init"}`` (``init``: the
+    checkpoint's path and digest), or None for a fresh initialisation."""
+    if init is None:
+        if cfg.start_epoch:
+            raise ValueError(
+                f"start_epoch {cfg.start_epoch} continues a trained model: give its checkpoint "
+                "as init"
+            )
+        return None
+    from jaxadv import checkpoint
+
+    try:
+        c0, params, meta = checkpoint.load_checkpoint(init, expect=clf)
+    except (checkpoint.CheckpointError, FileNotFoundError) as e:
+        raise ValueError(f"init: {e}") from None
+    if c0.frontend != clf.frontend:
+        raise ValueError(
+            f"init: {init} computes features with {c0.frontend}, this run with {clf.frontend}"
+        )
+    norm = params.get("norm", {"mean": 0.0, "std": 1.0})
+    return {
+        "params": params,
+        "mean": float(norm["mean"]),
+        "std": float(norm["std"]),
+        "init": {"path": str(Path(init).absolute()), "digest": checkpoint.digest(meta, params)},
+    }
 
 
 def _save_args(state: dict[str, Any]):
