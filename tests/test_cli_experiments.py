@@ -342,6 +342,19 @@ def test_train_commands_give_one_line_errors(tmp_path, capfd):
     line = fail(train_demo.main, ["--heldout-only", "--models", "vgg13", "--out", tmp_path / "m",
                                   "--work", tmp_path / "w2"], capfd)  # fmt: skip
     assert "--heldout-only: no trained model 'vgg13'" in line and not (tmp_path / "w2").exists()
+    # --base-from a model that is not the first run of the one asked for: refused before rendering
+    # (the FluidR3-only vgg13: the same architecture, trained with other settings)
+    import shutil
+
+    from jaxadv import demo
+
+    shutil.copytree(demo.models_dir() / "vgg13_fluidr3", tmp_path / "base" / "vgg13")
+    line = fail(train_demo.main, ["--models", "vgg13", "--base-from", tmp_path / "base", "--work",
+                                  tmp_path / "w3", "--out", tmp_path / "m3"], capfd)  # fmt: skip
+    assert "was not trained as the first 12 epochs of vgg13" in line, line
+    line = fail(train_demo.main, ["--models", "crnn", "--base-from", tmp_path, "--work",
+                                  tmp_path / "w3", "--out", tmp_path / "m3"], capfd)  # fmt: skip
+    assert "--base-from: no checkpoint of crnn" in line and not (tmp_path / "w3").exists()
 
 
 def test_the_real_command_line_prints_one_line_and_exits_2(tmp_path):

@@ -19,11 +19,15 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jaxadv import cli
 from jaxadv import config as C
 from jaxadv.demo.render import DEFAULT_BANK, HELDOUT_BANKS, TRAIN_BANKS
 from jaxadv.train.augment import Augment
+
+if TYPE_CHECKING:
+    from jaxadv.train import TrainConfig
 
 # The augmentation of the five attacked architectures' demo models: what audio taggers use, at
 # strengths that keep every class recognisable (jaxadv.train.augment; each transform on 40 % of
@@ -46,6 +50,9 @@ class DemoModel:
 
     ``banks`` are the sound banks of its training split (:data:`jaxadv.demo.render.BANKS`),
     ``per_class`` clips per label from each; ``augment`` its waveform augmentation.
+    ``more_epochs``: a second run, a warm start from the model of the first ``epochs``
+    (``jaxadv.train.fit(init=...)``: the schedule, data order and augmentation continue, Adam's
+    moments start again), up to ``epochs + more_epochs``.
     """
 
     model: str  # registry architecture
@@ -57,6 +64,11 @@ class DemoModel:
     banks: tuple[str, ...] = TRAIN_BANKS
     per_class: int = 40
     augment: Augment = DEMO_AUGMENT
+    more_epochs: int = 0
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.more_epochs
 
 
 # The representation and defence study's variants keep the data they were trained on (FluidR3
@@ -72,11 +84,12 @@ DEMO_MODELS: dict[str, DemoModel] = {
     # 40 clips per label from each of three banks (120, or 80 for the GS-only labels): 61 steps
     # per epoch. The batch-norm moving averages (momentum 0.99) still hold 30 % of their initial
     # values after two epochs, so validation accuracy only means something from epoch 4 on.
-    "vgg13": DemoModel("vgg13", epochs=12),
-    "crnn": DemoModel("crnn", epochs=12),
-    "gcnn": DemoModel("gcnn", epochs=12),
-    "dense_mel": DemoModel("dense_mel", epochs=14),
-    "dense_wav": DemoModel("dense_wav", epochs=14),
+    # Validation accuracy was still rising after 12 (14) epochs: 8 more, warm-started.
+    "vgg13": DemoModel("vgg13", epochs=12, more_epochs=8),
+    "crnn": DemoModel("crnn", epochs=12, more_epochs=8),
+    "gcnn": DemoModel("gcnn", epochs=12, more_epochs=8),
+    "dense_mel": DemoModel("dense_mel", epochs=14, more_epochs=8),
+    "dense_wav": DemoModel("dense_wav", epochs=14, more_epochs=8),
     # the FluidR3-only vgg13 and dense_wav as they were before the three banks and augmentation:
     # the representation study's baselines, trained like the variants
     "vgg13_fluidr3": DemoModel("vgg13", **_FLUIDR3_ONLY),
@@ -92,6 +105,17 @@ DEMO_SEED = 1000
 # (jaxadv/demo/models/README.md), so the floor guards against a broken model, not the target.
 MIN_ACCURACY = 0.75
 HELDOUT_PER_CLASS = 8  # held-out clips per label and bank (eval rules: notes, velocities, ...)
+
+
+def first_run_config(dm: DemoModel) -> TrainConfig:
+    """The :class:`jaxadv.train.TrainConfig` of a demo model's (first) run: its first ``epochs``."""
+    from jaxadv.train import TrainConfig
+
+    return TrainConfig(
+        dm.model, width=dm.width, epochs=dm.epochs, batch_size=DEMO_BATCH, val_fraction=0.1,
+        seed=DEMO_SEED, save_every=100, frontend=dm.frontend, adv_snr_db=dm.adv_snr_db,
+        adv_steps=dm.adv_steps, augment=dm.augment,
+    )  # fmt: skip
 
 
 def audio_dir(work: Path, dm: DemoModel) -> Path:
@@ -158,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--jobs", type=int, default=2, help="parallel fluidsynth renders")
     p.add_argument(
+        "--base-from",
+        default=None,
+        metavar="DIR",
+        help="take the first run of each model with more_epochs (its first `epochs`) from the "
+        "checkpoint DIR/<name> instead of training it, e.g. a copy of the models before they "
+        "were extended; it must have been trained with exactly that run's settings",
+    )
+    p.add_argument(
         "--heldout-only",
         action="store_true",
         help="no training: measure the models already in --out on the held-out sound banks "
@@ -171,7 +203,7 @@ def _run(args: argparse.Namespace) -> None:
     from jaxadv import datasets as D
     from jaxadv import demo, logs
     from jaxadv.machine import cpu_model
-    from jaxadv.train import TrainConfig, fit, split_train_val
+    from jaxadv.train import fit, split_train_val
 
     logs.setup()
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -189,6 +221,10 @@ def _run(args: argparse.Namespace) -> None:
         for name in names:
             if name not in summary or not (out / name).is_dir():
                 raise cli.UserError(f"--heldout-only: no trained model {name!r} in {out}")
+    if args.base_from is not None:  # before rendering anything
+        for name in names:
+            if DEMO_MODELS[name].more_epochs:
+                _base_checkpoint(Path(args.base_from), name, first_run_config(DEMO_MODELS[name]))
     heldout = {b: heldout_clips(work, b, jobs=args.jobs) for b in HELDOUT_BANKS}
     if args.heldout_only:
         for name in names:
@@ -215,14 +251,24 @@ def _run(args: argparse.Namespace) -> None:
                 raise cli.UserError(f"cannot render the training split: {e}") from e
         clips = D.read_train(audio_root)
         train, val = split_train_val(clips, val_fold=None, val_fraction=0.1, seed=DEMO_SEED)
-        cfg = TrainConfig(
-            dm.model, width=dm.width, epochs=dm.epochs, batch_size=DEMO_BATCH, val_fraction=0.1,
-            seed=DEMO_SEED, save_every=100, frontend=dm.frontend, adv_snr_db=dm.adv_snr_db,
-            adv_steps=dm.adv_steps, augment=dm.augment,
-        )  # fmt: skip
+        cfg = first_run_config(dm)
+        prog = not args.no_progress
+        base_minutes = 0.0
         try:
-            report = fit(cfg, train, work / name, val_clips=val, test_clips=evals,
-                         progress=not args.no_progress)  # fmt: skip
+            if args.base_from is not None and dm.more_epochs:
+                base = _base_checkpoint(Path(args.base_from), name, cfg)
+                base_minutes = _base_minutes(Path(args.base_from), name)
+            else:
+                report = fit(cfg, train, work / name, val_clips=val, test_clips=evals,
+                             progress=prog)  # fmt: skip
+                base = work / name / "model"
+                base_minutes = sum(h["seconds"] for h in report["history"]) / 60
+            final = work / name / "model"
+            if dm.more_epochs:
+                more = dataclasses.replace(cfg, epochs=dm.total_epochs, start_epoch=dm.epochs)
+                report = fit(more, train, work / f"{name}-more", val_clips=val,
+                             test_clips=evals, progress=prog, init=base)  # fmt: skip
+                final = work / f"{name}-more" / "model"
         except cli.UserError:
             raise
         except ValueError as e:  # e.g. --work holds a training run with other settings
@@ -230,7 +276,7 @@ def _run(args: argparse.Namespace) -> None:
         dst = out / name
         if dst.exists():
             shutil.rmtree(dst)
-        shutil.copytree(work / name / "model", dst)
+        shutil.copytree(final, dst)
         size = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
         summary[name] = {
             "model": dm.model,
@@ -241,7 +287,8 @@ def _run(args: argparse.Namespace) -> None:
             "per_class": dm.per_class,
             "augment": dm.augment.active,
             "width": dm.width,
-            "epochs": dm.epochs,
+            "epochs": dm.total_epochs,
+            **({"warm_start_epoch": dm.epochs} if dm.more_epochs else {}),
             "batch_size": DEMO_BATCH,
             "train_clips": len(train),
             "eval_accuracy": report["test_accuracy"],
@@ -249,9 +296,10 @@ def _run(args: argparse.Namespace) -> None:
             "train_accuracy": report["train_accuracy"],
             "heldout": heldout_accuracy(dst, heldout),
             "bytes": size,
-            # summed per-epoch step time: correct across resumed runs (feature extraction and
-            # evaluation excluded)
-            "minutes": sum(h["seconds"] for h in report["history"]) / 60,
+            # summed per-epoch step time of both runs: correct across resumed runs (feature
+            # extraction and evaluation excluded)
+            "minutes": base_minutes * bool(dm.more_epochs)
+            + sum(h["seconds"] for h in report["history"]) / 60,
             "commit": _commit(),
             "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         }
@@ -261,6 +309,33 @@ def _run(args: argparse.Namespace) -> None:
             f"{_heldout_text(summary[name])}, {size / 1e6:.2f} MB"
         )
     write_readme(out, summary)
+
+
+def _base_checkpoint(root: Path, name: str, cfg: TrainConfig) -> Path:
+    """``root/name``, after checking that it is the model of the first run ``cfg`` (--base-from)."""
+    from jaxadv import checkpoint
+    from jaxadv.train import TrainConfig
+
+    path = root / name
+    try:
+        meta = checkpoint.read_meta(path)
+    except (checkpoint.CheckpointError, FileNotFoundError, OSError) as e:
+        raise cli.UserError(f"--base-from: no checkpoint of {name} in {root} ({e})") from None
+    got = meta.get("training")
+    if got is None or TrainConfig.from_dict(got) != cfg:
+        raise cli.UserError(
+            f"--base-from: {path} was not trained as the first {cfg.epochs} epochs of {name} "
+            "(its training settings differ); train it again without --base-from"
+        )
+    return path
+
+
+def _base_minutes(root: Path, name: str) -> float:
+    """The first run's training minutes from ``root/summary.json`` (0 when it does not say)."""
+    try:
+        return float(json.loads((root / "summary.json").read_text())[name]["minutes"])
+    except (OSError, KeyError, ValueError):
+        return 0.0
 
 
 def _heldout_text(v: dict) -> str:
@@ -293,6 +368,12 @@ def _data(v: dict) -> str:
     return f"{'+'.join(v.get('banks', [DEFAULT_BANK]))} ×{v.get('per_class', 100)}"
 
 
+def _epochs(v: dict) -> str:
+    """The "epochs" column: ``12+8`` for a model warm-started at epoch 12 and trained to 20."""
+    w = v.get("warm_start_epoch")
+    return f"{w}+{v['epochs'] - w}" if w else str(v["epochs"])
+
+
 def _acc(v: dict, bank: str) -> str:
     r = v.get("heldout", {}).get(bank)
     return f"{r['accuracy']:.4f}" if r else "–"
@@ -309,7 +390,7 @@ def write_readme(out: Path, summary: dict) -> Path:
     machines = "; ".join(f"{', '.join(ks)} on {m}" for m, ks in by_machine.items())
     rows = "\n".join(
         f"| {k} | {v.get('model', k)} | {_trained_on(v)} | {_data(v)} | {v['width']} | "
-        f"{v['epochs']} | {v['train_accuracy']:.4f} | {v['eval_accuracy']:.4f} | "
+        f"{_epochs(v)} | {v['train_accuracy']:.4f} | {v['eval_accuracy']:.4f} | "
         f"{v['eval_map3']:.4f} | " + " | ".join(_acc(v, b) for b in HELDOUT_BANKS) + " | "
         f"{v['bytes'] / 1e6:.2f} | {v['minutes']:.1f} | {v.get('commit', '')} |"
         for k, v in summary.items()
@@ -353,7 +434,10 @@ held out for validation. *Augmented* models train on 65536-sample waveform segme
 computed in the step, mixup on the waveform) through `jaxadv.train.augment` with
 `{DEMO_AUGMENT}`; so do the Cochlear models and the adversarially trained VGG13 (half of every
 batch replaced by PGD examples from a random start, the last of the steps above, step 0.5 ε,
-ε = ‖x‖·10^(−40/20)).
+ε = ‖x‖·10^(−40/20)). *Epochs* `12+8`: a first run of 12 epochs, then a warm start from its
+model for 8 more (`jaxadv.train.fit(init=...)`, `python -m jaxadv.train --init DIR
+--start-epoch 12`: the learning-rate schedule, the data order and the augmentation continue where
+the first run stopped, Adam's moments start again); its training minutes are both runs'.
 
 Reproduce from scratch (renders each model's training split with fluidsynth first; the Debian
 packages of the banks are in `.ci/run`):
@@ -361,6 +445,7 @@ packages of the banks are in `.ci/run`):
 ```sh
 python -m jaxadv.train.demo                  # all of them; --models vgg13 for one
 python -m jaxadv.train.demo --heldout-only   # re-measure the held-out columns only
+python -m jaxadv.train.demo --base-from OLD  # only the 8 more epochs, from OLD/<name>
 ```
 
 Trained on CPUs, jax {jax.__version__}: {machines}. *Commit* is the jaxadv commit whose training
