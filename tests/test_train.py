@@ -252,12 +252,47 @@ def test_demo_models_held_out_accuracy_is_what_their_readme_states(tmp_path):
     summary = json.loads((demo.models_dir() / "summary.json").read_text())
     sets = {b: TD.heldout_clips(tmp_path, b) for b in render.HELDOUT_BANKS}
     assert {b: len(c) for b, c in sets.items()} == {"opl3": 176, "timgm6mb": 176}
+    # the unseen set from its committed list (its correlations take minutes: the next test
+    # recomputes a part of it)
+    listed = json.loads((demo.models_dir() / "heldout.json").read_text())
+    assert listed["unseen_rule"]["bank"] == TD.UNSEEN_BANK
+    for b, clips in sets.items():
+        assert listed["sets"][b] == sorted(c.fname for c in clips)
+    keep = set(listed["sets"][TD.UNSEEN])
+    sets[TD.UNSEEN] = [c for c in sets[TD.UNSEEN_BANK] if c.fname in keep]
+    assert 0 < len(sets[TD.UNSEEN]) == len(keep) < 176
     for name, info in summary.items():
         got = TD.heldout_accuracy(demo.models_dir() / name, sets)
-        for b in render.HELDOUT_BANKS:
+        for b in TD.HELDOUT_SETS:
             assert got[b]["accuracy"] == pytest.approx(info["heldout"][b]["accuracy"], abs=1e-6)
+            assert got[b]["clips"] == info["heldout"][b]["clips"] == len(sets[b])
     readme = (demo.models_dir() / "README.md").read_text()
-    assert "held-out opl3" in readme and "held-out timgm6mb" in readme
+    assert all(f"held-out {b}" in readme for b in TD.HELDOUT_SETS)
+
+
+# TimGM6mb's held-out Cello and Acoustic_guitar clips: 5 of 8 and 1 of 8 play a training bank's
+# recording (heldout.json)
+_UNSEEN_LABELS = ("Acoustic_guitar", "Cello")
+
+
+def test_the_unseen_held_out_clips_are_those_no_training_bank_plays(tmp_path):
+    """unseen_clips on two labels whose TimGM6mb clips are partly shared with a training bank,
+    against the committed heldout.json; and a bank shares every recording with itself."""
+    from jaxadv import demo
+    from jaxadv.demo import render
+    from jaxadv.train import demo as TD
+
+    missing = render.missing_packages((*render.TRAIN_BANKS, TD.UNSEEN_BANK))
+    if missing and os.environ.get("CI") != "true":
+        pytest.skip(f"rendering needs the Debian packages {' '.join(missing)} (apt-get install)")
+    listed = json.loads((demo.models_dir() / "heldout.json").read_text())
+    clips = [c for c in TD.heldout_clips(tmp_path, TD.UNSEEN_BANK) if c.label in _UNSEEN_LABELS]
+    assert len(clips) == 8 * len(_UNSEEN_LABELS)
+    got = {c.fname for c in TD.unseen_clips(clips, TD.UNSEEN_BANK)}
+    want = {c.fname for c in clips} & set(listed["sets"][TD.UNSEEN])
+    assert got == want and 0 < len(got) < len(clips)
+    # the bank itself as the only training bank: every clip shares its recording
+    assert TD.unseen_clips(clips[:2], TD.UNSEEN_BANK, train_banks=(TD.UNSEEN_BANK,)) == []
 
 
 def test_fit_on_the_stft_front_end(tiny_dataset, tmp_path):
