@@ -239,18 +239,32 @@ def test_demo_models_load_and_reach_their_stated_accuracy():
     assert total <= 15e6
 
 
-def test_demo_models_held_out_accuracy_is_what_their_readme_states(tmp_path):
+def _needs_banks(banks) -> None:
+    """Skip outside CI when rendering from ``banks`` lacks Debian packages (CI installs them, so
+    there the test runs and a missing package fails it)."""
+    from jaxadv.demo import render
+
+    missing = render.missing_packages(tuple(banks))
+    if missing and os.environ.get("CI") != "true":
+        pytest.skip(f"rendering needs the Debian packages {' '.join(missing)} (apt-get install)")
+
+
+@pytest.fixture(scope="module")
+def heldout_work(tmp_path_factory):
+    """One ``--work`` folder for the held-out tests: each bank's clips are rendered once."""
+    return tmp_path_factory.mktemp("heldout")
+
+
+def test_demo_models_held_out_accuracy_is_what_their_readme_states(heldout_work):
     """The held-out sound banks (never trained on, never committed) rendered here, then every
     demo model's accuracy on them, against summary.json (CI installs the banks' packages)."""
     from jaxadv import demo
     from jaxadv.demo import render
     from jaxadv.train import demo as TD
 
-    missing = render.missing_packages(render.HELDOUT_BANKS)
-    if missing and os.environ.get("CI") != "true":
-        pytest.skip(f"rendering needs the Debian packages {' '.join(missing)} (apt-get install)")
+    _needs_banks(render.HELDOUT_BANKS)
     summary = json.loads((demo.models_dir() / "summary.json").read_text())
-    sets = {b: TD.heldout_clips(tmp_path, b) for b in render.HELDOUT_BANKS}
+    sets = {b: TD.heldout_clips(heldout_work, b) for b in render.HELDOUT_BANKS}
     assert {b: len(c) for b, c in sets.items()} == {"opl3": 176, "timgm6mb": 176}
     # the unseen set from its committed list (its correlations take minutes: the next test
     # recomputes a part of it)
@@ -275,18 +289,17 @@ def test_demo_models_held_out_accuracy_is_what_their_readme_states(tmp_path):
 _UNSEEN_LABELS = ("Acoustic_guitar", "Cello")
 
 
-def test_the_unseen_held_out_clips_are_those_no_training_bank_plays(tmp_path):
+def test_the_unseen_held_out_clips_are_those_no_training_bank_plays(heldout_work):
     """unseen_clips on two labels whose TimGM6mb clips are partly shared with a training bank,
     against the committed heldout.json; and a bank shares every recording with itself."""
     from jaxadv import demo
     from jaxadv.demo import render
     from jaxadv.train import demo as TD
 
-    missing = render.missing_packages((*render.TRAIN_BANKS, TD.UNSEEN_BANK))
-    if missing and os.environ.get("CI") != "true":
-        pytest.skip(f"rendering needs the Debian packages {' '.join(missing)} (apt-get install)")
+    _needs_banks((*render.TRAIN_BANKS, TD.UNSEEN_BANK))
     listed = json.loads((demo.models_dir() / "heldout.json").read_text())
-    clips = [c for c in TD.heldout_clips(tmp_path, TD.UNSEEN_BANK) if c.label in _UNSEEN_LABELS]
+    all_clips = TD.heldout_clips(heldout_work, TD.UNSEEN_BANK)
+    clips = [c for c in all_clips if c.label in _UNSEEN_LABELS]
     assert len(clips) == 8 * len(_UNSEEN_LABELS)
     got = {c.fname for c in TD.unseen_clips(clips, TD.UNSEEN_BANK)}
     want = {c.fname for c in clips} & set(listed["sets"][TD.UNSEEN])
